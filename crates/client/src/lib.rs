@@ -1,1 +1,291 @@
-//! placeholder
+//! The ad platform client: everything it takes to talk to a platform that rate-limits hard,
+//! expires tokens, answers 503, hangs and pages its results.
+//!
+//! [`AdClient`] combines a [`TokenManager`] (single-flight refresh ahead of expiry and on
+//! `401 Token expired`), a [`SlidingWindowLimiter`] per client id (no avoidable 429; a 429
+//! holds every request of the client), a retry policy (exponential backoff with jitter via
+//! backon, asked of [`Error::is_transient`]) and per-request timeouts. Every request gets a
+//! tracing span and `metrics` counters; credentials and tokens are secrets that no log line,
+//! error or `Debug` output shows.
+
+mod config;
+mod error;
+mod http;
+mod limiter;
+mod stats;
+mod token;
+
+use std::{sync::Arc, time::Duration};
+
+use adsync_domain::{
+    CampaignId,
+    wire::{CampaignPage, HealthResponse, SyncResponse},
+};
+use futures::{Stream, TryStreamExt, stream};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::Instrument;
+use url::Url;
+
+pub use config::{ClientConfig, Credentials, RetryPolicy};
+pub use error::{Error, Result};
+pub use limiter::SlidingWindowLimiter;
+pub use stats::{ClientStats, StatsSnapshot};
+pub use token::{Token, TokenManager};
+
+use http::{Endpoint, exchange, request_span, with_retries};
+
+/// A client of the ad platform. Cheap to clone; clones share the token, the limiter and the
+/// counters.
+#[derive(Clone)]
+pub struct AdClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    config: ClientConfig,
+    tokens: TokenManager,
+    limiter: Arc<SlidingWindowLimiter>,
+    stats: Arc<ClientStats>,
+}
+
+impl std::fmt::Debug for AdClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdClient")
+            .field("base", &self.inner.base.as_str())
+            .field("client_id", &self.inner.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdClient {
+    /// Builds a client with its own limiter.
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let margin = config
+            .limiter_margin
+            .unwrap_or_else(|| SlidingWindowLimiter::default_margin(config.rate_limit));
+        let limiter = Arc::new(SlidingWindowLimiter::with_margin(config.rate_limit, margin));
+        Self::with_limiter(config, limiter)
+    }
+
+    /// Builds a client that shares `limiter` with others of the same client id (the
+    /// platform's budget is per client id, not per connection).
+    pub fn with_limiter(config: ClientConfig, limiter: Arc<SlidingWindowLimiter>) -> Result<Self> {
+        // reqwest is built with rustls but no default crypto provider (aws-lc-rs is a slow C
+        // build); install ring, which sqlx uses too. A second install is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut base = config.base_url.clone();
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "{base} is not an http(s) URL; use e.g. http://127.0.0.1:3001"
+            )));
+        }
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("adsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let stats = Arc::new(ClientStats::default());
+        let tokens = TokenManager::new(
+            http.clone(),
+            base.join("auth/token").map_err(|e| Error::Config(e.to_string()))?,
+            &config.credentials,
+            config.request_timeout,
+            config.retry,
+            config.token_refresh_margin,
+            stats.clone(),
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                config,
+                tokens,
+                limiter,
+                stats,
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The limiter this client paces itself with.
+    pub fn limiter(&self) -> &Arc<SlidingWindowLimiter> {
+        &self.inner.limiter
+    }
+
+    /// The token manager (to authenticate up front, or to inspect the token's generation).
+    pub fn tokens(&self) -> &TokenManager {
+        &self.inner.tokens
+    }
+
+    /// Counters of everything this client did.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Obtains a token now, so wrong credentials fail before any other work.
+    pub async fn authenticate(&self) -> Result<()> {
+        self.inner.tokens.current().await.map(|_| ())
+    }
+
+    /// `GET /health`: no auth, not rate-limited, retried like any call.
+    pub async fn health(&self) -> Result<HealthResponse> {
+        let url = self.url(&["health"])?;
+        with_retries(&self.inner.config.retry, &self.inner.stats, Endpoint::Health, |attempt| {
+            let request = self.inner.http.get(url.clone());
+            let span = request_span("GET", "/health", attempt);
+            exchange(
+                &self.inner.stats,
+                Endpoint::Health,
+                request,
+                self.inner.config.request_timeout,
+                self.inner.config.rate_limit.window,
+            )
+            .instrument(span)
+        })
+        .await
+    }
+
+    /// `GET /api/campaigns?page=P&limit=L`: one page, raw records. Retries 5xx (but
+    /// 501/505), timeouts, broken connections and malformed bodies with backoff; refreshes
+    /// the token on `401 Token expired`; waits out 429s on the limiter.
+    pub async fn list_campaigns(&self, page: u64, limit: u64) -> Result<CampaignPage> {
+        let mut url = self.url(&["api", "campaigns"])?;
+        url.query_pairs_mut()
+            .append_pair("page", &page.to_string())
+            .append_pair("limit", &limit.to_string());
+        let page_data: CampaignPage = self
+            .api_call(Endpoint::ListCampaigns, reqwest::Method::GET, url)
+            .await?;
+        if page_data.data.is_empty() && page_data.pagination.has_more {
+            return Err(Error::Protocol(format!(
+                "page {page} is empty but has_more is true"
+            )));
+        }
+        Ok(page_data)
+    }
+
+    /// Every page from `first_page` on, following `has_more` (never a page count), as a
+    /// stream. Copes with a server that caps `limit`: page numbers follow the size it used.
+    pub fn pages(&self, first_page: u64, limit: u64) -> impl Stream<Item = Result<CampaignPage>> + use<> {
+        let client = self.clone();
+        stream::try_unfold(Some(first_page.max(1)), move |next| {
+            let client = client.clone();
+            async move {
+                let Some(page) = next else { return Ok(None) };
+                let data = client.list_campaigns(page, limit).await?;
+                let next = data.pagination.has_more.then_some(page + 1);
+                Ok(Some((data, next)))
+            }
+        })
+    }
+
+    /// Every campaign record of every page, raw (validation is the caller's).
+    pub fn campaigns(&self, limit: u64) -> impl Stream<Item = Result<Value>> + use<> {
+        self.pages(1, limit)
+            .map_ok(|page| stream::iter(page.data.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// `POST /api/campaigns/{id}/sync`, retried like [`AdClient::list_campaigns`]. The
+    /// platform takes about 2 s to answer.
+    pub async fn sync_campaign(&self, id: &CampaignId) -> Result<SyncResponse> {
+        let url = self.url(&["api", "campaigns", id.as_str(), "sync"])?;
+        let response: SyncResponse = self
+            .api_call(Endpoint::SyncCampaign, reqwest::Method::POST, url)
+            .await?;
+        if !response.success {
+            return Err(Error::Server {
+                status: 200,
+                message: response
+                    .message
+                    .unwrap_or_else(|| "sync reported success: false".into()),
+                retry_after: None,
+            });
+        }
+        Ok(response)
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::Config("base URL cannot take a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// An authenticated, rate-limited call with retries. Within one attempt, a 401 for an
+    /// expired or refused token costs one shared refresh and a resend; a 429 holds the whole
+    /// client id for `retry_after` and resends, up to `max_rate_limited` times.
+    async fn api_call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        method: reqwest::Method,
+        url: Url,
+    ) -> Result<T> {
+        let inner = &self.inner;
+        with_retries(&inner.config.retry, &inner.stats, endpoint, |attempt| {
+            let (method, url) = (method.clone(), url.clone());
+            async move {
+                let mut refreshed = false;
+                let mut limited = 0u32;
+                loop {
+                    // Wait on the limiter first, then take the token: a wait can outlast
+                    // the refresh margin, and a token taken before it may expire meanwhile.
+                    let waited = if endpoint.rate_limited() {
+                        inner.limiter.acquire().await
+                    } else {
+                        Duration::ZERO
+                    };
+                    let token = inner.tokens.current().await?;
+                    inner.stats.limiter_wait(waited);
+                    let span = request_span(method.as_str(), url.path(), attempt);
+                    span.record("waited_ms", waited.as_millis() as u64);
+                    let request = inner
+                        .http
+                        .request(method.clone(), url.clone())
+                        .bearer_auth(token.expose())
+                        .header("X-Client-ID", &inner.config.client_id);
+                    let result = exchange(
+                        &inner.stats,
+                        endpoint,
+                        request,
+                        inner.config.request_timeout,
+                        inner.config.rate_limit.window,
+                    )
+                    .instrument(span)
+                    .await;
+                    match result {
+                        Err(Error::TokenExpired | Error::Unauthorized { .. }) if !refreshed => {
+                            refreshed = true;
+                            inner.tokens.refresh(Some(token.generation)).await?;
+                        }
+                        Err(Error::RateLimited { retry_after }) => {
+                            inner.limiter.hold(retry_after);
+                            tracing::warn!(
+                                retry_after_ms = retry_after.as_millis() as u64,
+                                "rate limited by the platform; holding every request of this client id"
+                            );
+                            limited += 1;
+                            if limited > inner.config.retry.max_rate_limited {
+                                return Err(Error::RateLimited { retry_after });
+                            }
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        })
+        .await
+    }
+}

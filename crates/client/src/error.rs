@@ -1,0 +1,167 @@
+//! The client's one error type. The retry policy asks [`Error::is_transient`]; it never
+//! matches on status codes itself.
+
+use std::time::Duration;
+
+/// Everything that can go wrong talking to the platform. No variant carries a credential or
+/// a token: messages come from the server's error body or from the transport.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// `POST /auth/token` answered 401: the e-mail or password is wrong. Never retried.
+    #[error(
+        "the ad platform rejected the credentials ({message}); check AD_PLATFORM_EMAIL and AD_PLATFORM_PASSWORD"
+    )]
+    InvalidCredentials {
+        /// The server's message.
+        message: String,
+    },
+    /// An API call got 401 again right after a fresh token was issued.
+    #[error("the ad platform refuses fresh access tokens ({message})")]
+    Unauthorized {
+        /// The server's message.
+        message: String,
+    },
+    /// An API call got `401 Token expired`. The client refreshes and resends once per attempt,
+    /// so callers only see this when the refresh did not help.
+    #[error("the ad platform says the access token expired")]
+    TokenExpired,
+    /// 429 more often than the policy allows within one attempt. Every request of the same
+    /// client id was held for `retry_after` each time.
+    #[error("the ad platform kept rate-limiting (last retry_after {retry_after:?})")]
+    RateLimited {
+        /// How long the platform asked to wait.
+        retry_after: Duration,
+    },
+    /// A 5xx answer: 503 and friends (transient), or 501/505 (not).
+    #[error("the ad platform answered {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+        /// A `Retry-After` header, when the server sent one.
+        retry_after: Option<Duration>,
+    },
+    /// A 4xx other than 401 and 429: the request itself is wrong. Never retried.
+    #[error("the ad platform refused the request with {status}: {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// No complete answer within the request timeout (a hang).
+    #[error("no answer from the ad platform within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be opened (refused, DNS, TLS).
+    #[error("cannot reach the ad platform at {url}: {detail}")]
+    Connect {
+        /// Where we tried to connect.
+        url: String,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The connection died before a complete response (reset, closed mid-body).
+    #[error("the connection to the ad platform broke: {0}")]
+    Transport(String),
+    /// A 2xx whose body is truncated or not the expected JSON.
+    #[error("the ad platform sent a malformed {what} response: {detail}")]
+    Malformed {
+        /// Which response.
+        what: &'static str,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The server broke the contract in a way a retry cannot mend (e.g. `has_more` with an
+    /// empty page).
+    #[error("the ad platform broke its contract: {0}")]
+    Protocol(String),
+    /// The client was configured with something unusable (a base URL that cannot be a base).
+    #[error("invalid ad platform client configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed: 5xx (but 501/505), 429, expired tokens,
+    /// timeouts, connection failures and malformed 2xx bodies.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::RateLimited { .. }
+            | Error::TokenExpired
+            | Error::Timeout(_)
+            | Error::Connect { .. }
+            | Error::Transport(_)
+            | Error::Malformed { .. } => true,
+            Error::Server { status, .. } => !matches!(status, 501 | 505),
+            Error::InvalidCredentials { .. }
+            | Error::Unauthorized { .. }
+            | Error::Rejected { .. }
+            | Error::Protocol(_)
+            | Error::Config(_) => false,
+        }
+    }
+
+    /// A wait the server asked for, which the backoff must not undercut.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Server { retry_after, .. } => *retry_after,
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics and logs: `timeout`, `server_error`, ...
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Error::InvalidCredentials { .. } => "invalid_credentials",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::TokenExpired => "token_expired",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Server { .. } => "server_error",
+            Error::Rejected { .. } => "rejected",
+            Error::Timeout(_) => "timeout",
+            Error::Connect { .. } => "connect",
+            Error::Transport(_) => "transport",
+            Error::Malformed { .. } => "malformed",
+            Error::Protocol(_) => "protocol",
+            Error::Config(_) => "config",
+        }
+    }
+
+    /// Maps a reqwest failure; `timeout` is the limit that was in force.
+    pub(crate) fn from_reqwest(err: &reqwest::Error, timeout: Duration) -> Self {
+        let detail = source_chain(err);
+        if err.is_timeout() {
+            Error::Timeout(timeout)
+        } else if err.is_connect() {
+            Error::Connect {
+                url: err
+                    .url()
+                    .map(|u| format!("{}://{}", u.scheme(), u.authority()))
+                    .unwrap_or_default(),
+                detail,
+            }
+        } else {
+            Error::Transport(detail)
+        }
+    }
+}
+
+/// The innermost causes of an error, joined; reqwest's own top line repeats the URL and says
+/// little ("error sending request").
+fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        parts.push(e.to_string());
+        cur = e.source();
+    }
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
