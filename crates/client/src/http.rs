@@ -47,13 +47,15 @@ pub(crate) async fn exchange<T: DeserializeOwned>(
     window: Duration,
 ) -> Result<T, Error> {
     let started = Instant::now();
-    let result = send(request, timeout, window).await.and_then(|(status, body)| {
-        debug_assert!(status.is_success());
-        serde_json::from_slice::<T>(&body).map_err(|e| Error::Malformed {
-            what: endpoint.label(),
-            detail: e.to_string(),
-        })
-    });
+    let result = send(request, timeout, window)
+        .await
+        .and_then(|(status, body)| {
+            debug_assert!(status.is_success());
+            serde_json::from_slice::<T>(&body).map_err(|e| Error::Malformed {
+                what: endpoint.label(),
+                detail: e.to_string(),
+            })
+        });
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.outcome(),
@@ -99,7 +101,11 @@ async fn send(
     let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
     Err(match status.as_u16() {
         401 => {
-            let kind = error.error.as_deref().unwrap_or_default().to_ascii_lowercase();
+            let kind = error
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             if kind.contains("expired") {
                 Error::TokenExpired
             } else if kind.contains("credentials") {
@@ -114,7 +120,11 @@ async fn send(
         }
         429 => Error::RateLimited {
             retry_after: retry_after_header(&headers)
-                .or_else(|| error.retry_after_secs().and_then(|s| Duration::try_from_secs_f64(s).ok()))
+                .or_else(|| {
+                    error
+                        .retry_after_secs()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                })
                 .unwrap_or(window),
         },
         code @ 500..=599 => Error::Server {
@@ -131,12 +141,19 @@ async fn send(
 
 /// `Retry-After` as delay-seconds or an HTTP date.
 pub(crate) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).ok();
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// Runs `op` until it succeeds, fails for good, or the policy's attempts are spent. Delays grow

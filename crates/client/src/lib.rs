@@ -93,7 +93,8 @@ impl AdClient {
         let stats = Arc::new(ClientStats::default());
         let tokens = TokenManager::new(
             http.clone(),
-            base.join("auth/token").map_err(|e| Error::Config(e.to_string()))?,
+            base.join("auth/token")
+                .map_err(|e| Error::Config(e.to_string()))?,
             &config.credentials,
             config.request_timeout,
             config.retry,
@@ -140,18 +141,23 @@ impl AdClient {
     /// `GET /health`: no auth, not rate-limited, retried like any call.
     pub async fn health(&self) -> Result<HealthResponse> {
         let url = self.url(&["health"])?;
-        with_retries(&self.inner.config.retry, &self.inner.stats, Endpoint::Health, |attempt| {
-            let request = self.inner.http.get(url.clone());
-            let span = request_span("GET", "/health", attempt);
-            exchange(
-                &self.inner.stats,
-                Endpoint::Health,
-                request,
-                self.inner.config.request_timeout,
-                self.inner.config.rate_limit.window,
-            )
-            .instrument(span)
-        })
+        with_retries(
+            &self.inner.config.retry,
+            &self.inner.stats,
+            Endpoint::Health,
+            |attempt| {
+                let request = self.inner.http.get(url.clone());
+                let span = request_span("GET", "/health", attempt);
+                exchange(
+                    &self.inner.stats,
+                    Endpoint::Health,
+                    request,
+                    self.inner.config.request_timeout,
+                    self.inner.config.rate_limit.window,
+                )
+                .instrument(span)
+            },
+        )
         .await
     }
 
@@ -176,7 +182,11 @@ impl AdClient {
 
     /// Every page from `first_page` on, following `has_more` (never a page count), as a
     /// stream. Copes with a server that caps `limit`: page numbers follow the size it used.
-    pub fn pages(&self, first_page: u64, limit: u64) -> impl Stream<Item = Result<CampaignPage>> + use<> {
+    pub fn pages(
+        &self,
+        first_page: u64,
+        limit: u64,
+    ) -> impl Stream<Item = Result<CampaignPage>> + use<> {
         let client = self.clone();
         stream::try_unfold(Some(first_page.max(1)), move |next| {
             let client = client.clone();

@@ -69,7 +69,11 @@ impl SlidingWindowLimiter {
                 let mut s = self.state.lock().expect("limiter lock");
                 let now = Instant::now();
                 let span = self.limit.window + self.margin;
-                while s.sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
+                while s
+                    .sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= span)
+                {
                     s.sent.pop_front();
                 }
                 match s.hold_until {
@@ -101,7 +105,11 @@ impl SlidingWindowLimiter {
         let s = self.state.lock().expect("limiter lock");
         let now = Instant::now();
         let span = self.limit.window + self.margin;
-        let busy = s.sent.iter().filter(|t| now.duration_since(**t) < span).count();
+        let busy = s
+            .sent
+            .iter()
+            .filter(|t| now.duration_since(**t) < span)
+            .count();
         (self.limit.requests as usize).saturating_sub(busy)
     }
 }
@@ -167,7 +175,10 @@ mod tests {
         // 55 requests need five full windows plus the margin, not more.
         let span = *sends.last().unwrap() - sends[0];
         assert!(span >= Duration::from_secs(300), "{span:?}");
-        assert!(span <= Duration::from_secs(300) + 5 * Duration::from_millis(600), "{span:?}");
+        assert!(
+            span <= Duration::from_secs(300) + 5 * Duration::from_millis(600),
+            "{span:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -90,7 +90,8 @@ impl ClientStats {
         metrics::counter!("adsync_client_requests_total", "endpoint" => endpoint, "outcome" => outcome)
             .increment(1);
         if outcome == "rate_limited" {
-            metrics::counter!("adsync_client_rate_limited_total", "endpoint" => endpoint).increment(1);
+            metrics::counter!("adsync_client_rate_limited_total", "endpoint" => endpoint)
+                .increment(1);
         }
     }
 

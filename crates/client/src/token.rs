@@ -143,8 +143,14 @@ impl TokenManager {
                 .post(self.url.clone())
                 .header(reqwest::header::AUTHORIZATION, self.basic.expose_secret());
             let span = request_span("POST", "/auth/token", attempt);
-            exchange::<TokenResponse>(&self.stats, Endpoint::Auth, request, self.timeout, self.timeout)
-                .instrument(span)
+            exchange::<TokenResponse>(
+                &self.stats,
+                Endpoint::Auth,
+                request,
+                self.timeout,
+                self.timeout,
+            )
+            .instrument(span)
         })
         .await;
         let body = match body {

@@ -17,10 +17,17 @@ async fn streams_every_campaign_of_the_reference_platform_through_its_503s() {
 
     let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
 
-    let ids: HashSet<_> = campaigns.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let ids: HashSet<_> = campaigns
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids.len(), 100);
     let stats = sim.stats();
-    assert_eq!(stats.count("list", "503"), 2, "every 5th listing call fails: calls 5 and 10");
+    assert_eq!(
+        stats.count("list", "503"),
+        2,
+        "every 5th listing call fails: calls 5 and 10"
+    );
     assert_eq!(stats.rate_limited, 0);
     assert_eq!(client.stats().retries, 2);
 }
@@ -35,7 +42,10 @@ async fn a_capped_limit_still_yields_every_campaign() {
 
     let campaigns: Vec<_> = client.campaigns(100).try_collect().await.unwrap();
 
-    let ids: HashSet<_> = campaigns.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let ids: HashSet<_> = campaigns
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(campaigns.len(), 53);
     assert_eq!(ids.len(), 53);
     assert_eq!(sim.stats().count("list", "200"), 8, "ceil(53 / 7) pages");
@@ -77,7 +87,9 @@ async fn a_client_that_underestimates_the_limit_recovers_from_429s() {
     let window = sim.config().effective_rate_limit().window;
     let client = AdClient::new(config_for(&sim, RateLimit::new(20, window).unwrap())).unwrap();
 
-    let ids: Vec<_> = (1..=30).map(|i| CampaignId::parse(&format!("campaign_{i}")).unwrap()).collect();
+    let ids: Vec<_> = (1..=30)
+        .map(|i| CampaignId::parse(&format!("campaign_{i}")).unwrap())
+        .collect();
     let results = join_all(ids.iter().map(|id| client.sync_campaign(id))).await;
 
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -104,7 +116,11 @@ async fn wrong_credentials_fail_once_clearly_and_without_a_retry_storm() {
     assert!(message.contains("AD_PLATFORM_PASSWORD"), "{message}");
     assert!(!message.contains("not-the-password"));
     let stats = sim.stats();
-    assert_eq!(stats.count("auth", "401"), 1, "one token request, not one per call");
+    assert_eq!(
+        stats.count("auth", "401"),
+        1,
+        "one token request, not one per call"
+    );
     assert_eq!(stats.total("list"), 0);
 }
 
@@ -123,7 +139,11 @@ async fn tokens_are_refreshed_ahead_of_expiry_during_a_long_stream() {
     assert_eq!(campaigns.len(), 300);
     let stats = sim.stats();
     assert!(stats.tokens_issued >= 3, "{stats:?}");
-    assert_eq!(stats.count("list", "401"), 0, "refreshed before the server said expired");
+    assert_eq!(
+        stats.count("list", "401"),
+        0,
+        "refreshed before the server said expired"
+    );
     assert_eq!(client.stats().token_refreshes, stats.tokens_issued);
 }
 
@@ -164,12 +184,23 @@ async fn the_chaos_profile_is_survived_call_by_call() {
 #[tokio::test]
 async fn an_unreachable_platform_is_a_clear_connect_error() {
     // Bind and drop a listener to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let client = client_for_url(&format!("http://127.0.0.1:{port}"));
 
     let err = client.health().await.unwrap_err();
 
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-    assert!(err.to_string().contains("cannot reach the ad platform"), "{err}");
-    assert_eq!(client.stats().retries, 7, "transient: the whole budget was tried");
+    assert!(
+        err.to_string().contains("cannot reach the ad platform"),
+        "{err}"
+    );
+    assert_eq!(
+        client.stats().retries,
+        7,
+        "transient: the whole budget was tried"
+    );
 }

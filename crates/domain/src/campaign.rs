@@ -26,7 +26,10 @@ impl CampaignId {
             return Err("id is empty".into());
         }
         if s.len() > MAX_ID_BYTES {
-            return Err(format!("id is {} bytes long (at most {MAX_ID_BYTES})", s.len()));
+            return Err(format!(
+                "id is {} bytes long (at most {MAX_ID_BYTES})",
+                s.len()
+            ));
         }
         if s.chars().any(char::is_control) {
             return Err("id contains a control character".into());
@@ -262,9 +265,7 @@ impl Campaign {
                         None
                     }
                     None => {
-                        problems.push(format!(
-                            "{field} is {n}, not an integer that fits 64 bits"
-                        ));
+                        problems.push(format!("{field} is {n}, not an integer that fits 64 bits"));
                         None
                     }
                 },
@@ -287,7 +288,10 @@ impl Campaign {
                 .map_err(|e| problems.push(format!("created_at {s:?} is not RFC 3339 ({e})")))
                 .ok(),
             Some(other) => {
-                problems.push(format!("created_at is {} rather than a string", kind(other)));
+                problems.push(format!(
+                    "created_at is {} rather than a string",
+                    kind(other)
+                ));
                 None
             }
             None => {
@@ -296,7 +300,16 @@ impl Campaign {
             }
         };
 
-        match (id, name, status, budget, impressions, clicks, conversions, created_at) {
+        match (
+            id,
+            name,
+            status,
+            budget,
+            impressions,
+            clicks,
+            conversions,
+            created_at,
+        ) {
             (
                 Some(id),
                 Some(name),
@@ -370,7 +383,11 @@ mod tests {
             ("9999999999999.99", 999_999_999_999_999),
             ("0.30", 30),
         ] {
-            assert_eq!(Money::parse_json_number(text).unwrap().cents(), cents, "{text}");
+            assert_eq!(
+                Money::parse_json_number(text).unwrap().cents(),
+                cents,
+                "{text}"
+            );
         }
     }
 
@@ -412,7 +429,11 @@ mod tests {
             "conversions is missing",
             "created_at",
         ] {
-            assert!(err.reason.contains(needle), "{needle} not in {}", err.reason);
+            assert!(
+                err.reason.contains(needle),
+                "{needle} not in {}",
+                err.reason
+            );
         }
     }
 
@@ -420,7 +441,12 @@ mod tests {
     fn ids_are_bounded_and_typed() {
         let mut v = reference();
         v["id"] = json!("x".repeat(MAX_ID_BYTES + 1));
-        assert!(Campaign::from_json(&v).unwrap_err().reason.contains("bytes long"));
+        assert!(
+            Campaign::from_json(&v)
+                .unwrap_err()
+                .reason
+                .contains("bytes long")
+        );
         v["id"] = json!(42);
         let err = Campaign::from_json(&v).unwrap_err();
         assert_eq!(err.id, None);

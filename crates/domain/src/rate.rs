@@ -53,7 +53,9 @@ impl RateLimit {
     pub fn floor(&self, rate_limited_calls: u64, last_call: Duration) -> Duration {
         let n = u64::from(self.requests);
         let windows = rate_limited_calls.saturating_sub(n).div_ceil(n);
-        self.window.saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX)) + last_call
+        self.window
+            .saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX))
+            + last_call
     }
 }
 
@@ -132,11 +134,26 @@ mod tests {
 
     #[test]
     fn rejects_malformed_limits_with_a_reason() {
-        assert!(matches!("10".parse::<RateLimit>(), Err(RateLimitParseError::Shape(_))));
-        assert!(matches!("0/60s".parse::<RateLimit>(), Err(RateLimitParseError::Count(_))));
-        assert!(matches!("x/60s".parse::<RateLimit>(), Err(RateLimitParseError::Count(_))));
-        assert!(matches!("10/0s".parse::<RateLimit>(), Err(RateLimitParseError::Window(_))));
-        assert!(matches!("10/6y".parse::<RateLimit>(), Err(RateLimitParseError::Window(_))));
+        assert!(matches!(
+            "10".parse::<RateLimit>(),
+            Err(RateLimitParseError::Shape(_))
+        ));
+        assert!(matches!(
+            "0/60s".parse::<RateLimit>(),
+            Err(RateLimitParseError::Count(_))
+        ));
+        assert!(matches!(
+            "x/60s".parse::<RateLimit>(),
+            Err(RateLimitParseError::Count(_))
+        ));
+        assert!(matches!(
+            "10/0s".parse::<RateLimit>(),
+            Err(RateLimitParseError::Window(_))
+        ));
+        assert!(matches!(
+            "10/6y".parse::<RateLimit>(),
+            Err(RateLimitParseError::Window(_))
+        ));
     }
 
     #[test]
@@ -151,8 +168,14 @@ mod tests {
         // 100 campaigns in one page of 100: R = 101 calls. The 101st call is the first of the
         // eleventh batch of ten, so it starts after ceil(91 / 10) = 10 windows.
         let l = RateLimit::PLATFORM_DEFAULT;
-        assert_eq!(l.floor(101, Duration::from_secs(2)), Duration::from_secs(602));
+        assert_eq!(
+            l.floor(101, Duration::from_secs(2)),
+            Duration::from_secs(602)
+        );
         assert_eq!(l.floor(10, Duration::from_secs(2)), Duration::from_secs(2));
-        assert_eq!(l.floor(110, Duration::from_secs(2)), Duration::from_secs(602));
+        assert_eq!(
+            l.floor(110, Duration::from_secs(2)),
+            Duration::from_secs(602)
+        );
     }
 }

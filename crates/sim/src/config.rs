@@ -34,7 +34,9 @@ impl FromStr for Profile {
             "reference" => Ok(Self::Reference),
             "calm" => Ok(Self::Calm),
             "chaos" => Ok(Self::Chaos),
-            other => Err(format!("unknown profile {other:?}: use reference, calm or chaos")),
+            other => Err(format!(
+                "unknown profile {other:?}: use reference, calm or chaos"
+            )),
         }
     }
 }
@@ -119,7 +121,11 @@ impl SimConfig {
             seed: 42,
             retry_after_header: false,
             fail_every: (profile != Profile::Calm).then_some(5),
-            chaos: if chaos { ChaosRates::CHAOS } else { ChaosRates::default() },
+            chaos: if chaos {
+                ChaosRates::CHAOS
+            } else {
+                ChaosRates::default()
+            },
             hostile_names: chaos,
             invalid_every: None,
             email: crate::REFERENCE_EMAIL.into(),

@@ -76,7 +76,10 @@ impl DataSet {
                         rng.random_range(1..20),
                         rng.random_range(1..3),
                     ],
-                    invalid: config.invalid_every.filter(|k| *k > 0 && i % k == 0).map(|_| i),
+                    invalid: config
+                        .invalid_every
+                        .filter(|k| *k > 0 && i % k == 0)
+                        .map(|_| i),
                 }
             })
             .collect::<Vec<_>>();

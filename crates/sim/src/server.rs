@@ -50,7 +50,7 @@ impl SimState {
     fn new(config: SimConfig) -> Self {
         Self {
             data: DataSet::generate(&config),
-            rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x5eed_c4a0_5)),
+            rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x5eed_c4a0)),
             config,
             started: Instant::now(),
             tokens: Mutex::default(),
@@ -84,7 +84,10 @@ pub fn app(state: Arc<SimState>) -> Router {
     let api = Router::new()
         .route("/api/campaigns", get(list_campaigns))
         .route("/api/campaigns/{id}/sync", post(sync_campaign))
-        .layer(middleware::from_fn_with_state(state.clone(), track_in_flight));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_in_flight,
+        ));
     Router::new()
         .route("/auth/token", post(issue_token))
         .route("/health", get(health))
@@ -261,7 +264,7 @@ async fn track_in_flight(State(state): State<Arc<SimState>>, req: Request, next:
 
 /// The bearer check of every `/api` route. Unlike the reference server (one global issue
 /// time, token value unchecked), each token has its own age, as on a real platform.
-fn check_token(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Result<(), Response> {
+fn token_rejection(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -269,38 +272,49 @@ fn check_token(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Result<
         .map(str::trim);
     let Some(token) = token else {
         state.record(endpoint, "401");
-        return Err(error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Missing or invalid Authorization header. Expected: Bearer <token>",
         ));
     };
-    let issued = state.tokens.lock().expect("tokens lock").get(token).copied();
+    let issued = state
+        .tokens
+        .lock()
+        .expect("tokens lock")
+        .get(token)
+        .copied();
     let Some(issued) = issued else {
         state.record(endpoint, "401");
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid access token"));
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Invalid access token",
+        ));
     };
     let ttl = state.config.scaled(state.config.token_ttl);
     if issued.elapsed() > ttl {
         state.record(endpoint, "401");
-        let expired_at = Utc::now()
-            - chrono::Duration::from_std(issued.elapsed() - ttl).unwrap_or_default();
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({
-                "error": "Token expired",
-                "message": "Access token has expired. Please obtain a new token.",
-                "expired_at": expired_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            })),
-        )
-            .into_response());
+        let expired_at =
+            Utc::now() - chrono::Duration::from_std(issued.elapsed() - ttl).unwrap_or_default();
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({
+                    "error": "Token expired",
+                    "message": "Access token has expired. Please obtain a new token.",
+                    "expired_at": expired_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                })),
+            )
+                .into_response(),
+        );
     }
-    Ok(())
+    None
 }
 
 /// The reference's sliding window: a request is refused when `N` requests of the same client
 /// arrived less than `W` ago. A refused request is not recorded.
-fn check_rate(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Result<(), Response> {
+fn rate_rejection(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Option<Response> {
     let client = headers
         .get("x-client-id")
         .and_then(|v| v.to_str().ok())
@@ -311,7 +325,10 @@ fn check_rate(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Result<(
     let allowed = {
         let mut windows = state.windows.lock().expect("windows lock");
         let log = windows.entry(client.clone()).or_default();
-        while log.front().is_some_and(|t| now.duration_since(*t) >= limit.window) {
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limit.window)
+        {
             log.pop_front();
         }
         let allowed = log.len() < limit.requests as usize;
@@ -330,7 +347,7 @@ fn check_rate(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Result<(
         }
     }
     if allowed {
-        return Ok(());
+        return None;
     }
     state.record(endpoint, "429");
     let retry_after = state.config.scaled(state.config.rate_limit.window);
@@ -349,7 +366,7 @@ fn check_rate(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Result<(
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    Err(response)
+    Some(response)
 }
 
 /// A chaos fault drawn for one request.
@@ -448,14 +465,17 @@ async fn list_campaigns(
     Query(params): Query<ListParams>,
 ) -> Response {
     const EP: &str = "list";
-    if let Err(r) = check_token(&state, &headers, EP) {
-        return r;
-    }
-    if let Err(r) = check_rate(&state, &headers, EP) {
+    if let Some(r) =
+        token_rejection(&state, &headers, EP).or_else(|| rate_rejection(&state, &headers, EP))
+    {
         return r;
     }
     let call = state.listing_calls.fetch_add(1, Ordering::Relaxed) + 1;
-    if state.config.fail_every.is_some_and(|n| n > 0 && call % n == 0) {
+    if state
+        .config
+        .fail_every
+        .is_some_and(|n| n > 0 && call % n == 0)
+    {
         state.record(EP, "503");
         return unavailable();
     }
@@ -486,10 +506,9 @@ async fn sync_campaign(
     Path(id): Path<String>,
 ) -> Response {
     const EP: &str = "sync";
-    if let Err(r) = check_token(&state, &headers, EP) {
-        return r;
-    }
-    if let Err(r) = check_rate(&state, &headers, EP) {
+    if let Some(r) =
+        token_rejection(&state, &headers, EP).or_else(|| rate_rejection(&state, &headers, EP))
+    {
         return r;
     }
     if !state.data.contains(&id) {

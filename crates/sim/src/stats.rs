@@ -45,6 +45,9 @@ impl SimStats {
 
     /// All requests to `endpoint`.
     pub fn total(&self, endpoint: &str) -> u64 {
-        self.requests.get(endpoint).map(|m| m.values().sum()).unwrap_or(0)
+        self.requests
+            .get(endpoint)
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
     }
 }
