@@ -79,7 +79,7 @@ impl DataSet {
                     invalid: config
                         .invalid_every
                         .filter(|k| *k > 0 && i % k == 0)
-                        .map(|_| i),
+                        .map(|k| i / k),
                 }
             })
             .collect::<Vec<_>>();
@@ -130,11 +130,12 @@ impl DataSet {
             "conversions": v,
             "created_at": row.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         });
-        if let Some(i) = row.invalid {
-            match i % 5 {
+        // The n-th invalid record gets the n-th kind of defect, in turn.
+        if let Some(n) = row.invalid {
+            match n % 5 {
                 0 => value["clicks"] = json!(-1),
                 1 => value["status"] = json!("archived"),
-                2 => value["name"] = json!(format!("nul\u{0}byte {i}")),
+                2 => value["name"] = json!(format!("nul\u{0}byte {n}")),
                 3 => {
                     value.as_object_mut().expect("object").remove("budget");
                 }

@@ -108,17 +108,18 @@ impl Store {
         }
     }
 
-    /// Starts a run for `tenant`. Fails with [`StoreError::RunInProgress`] while another run
-    /// of the tenant is `running`.
+    /// Starts a run for `tenant`, owned by `owner` (`host:pid`). Fails with
+    /// [`StoreError::RunInProgress`] while another run of the tenant is `running`.
     pub async fn start_run(
         &self,
         tenant: &str,
         page_size: u64,
+        owner: &str,
         now: DateTime<Utc>,
     ) -> Result<RunRecord, StoreError> {
         let id = match self {
-            Store::Postgres(p) => pg::start_run(p, tenant, page_size, now).await,
-            Store::Sqlite(p) => sqlite::start_run(p, tenant, page_size, now).await,
+            Store::Postgres(p) => pg::start_run(p, tenant, page_size, owner, now).await,
+            Store::Sqlite(p) => sqlite::start_run(p, tenant, page_size, owner, now).await,
         }
         .map_err(|e| StoreError::unique_violation_as_running(e, tenant))?;
         self.run(id).await
@@ -149,13 +150,26 @@ impl Store {
             .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Interrupted)))
     }
 
-    /// Marks a resumable run `running` again and counts the resume.
-    pub async fn resume_run(&self, id: RunId) -> Result<RunRecord, StoreError> {
+    /// Marks a resumable run `running` again under `owner` and counts the resume.
+    pub async fn resume_run(
+        &self,
+        id: RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
         match self {
-            Store::Postgres(p) => pg::resume_run(p, id).await,
-            Store::Sqlite(p) => sqlite::resume_run(p, id).await,
+            Store::Postgres(p) => pg::resume_run(p, id, owner, now).await,
+            Store::Sqlite(p) => sqlite::resume_run(p, id, owner, now).await,
         }?;
         self.run(id).await
+    }
+
+    /// The owner of a run says it is alive.
+    pub async fn heartbeat(&self, id: RunId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(p) => pg::heartbeat(p, id, now).await,
+            Store::Sqlite(p) => sqlite::heartbeat(p, id, now).await,
+        }
     }
 
     /// Stores one page in one transaction: valid campaigns upserted (duplicates within the

@@ -103,6 +103,10 @@ pub struct RunRecord {
     pub listing_done: bool,
     /// Times the run was resumed.
     pub resumes: i64,
+    /// The process working on it (`host:pid`).
+    pub owner: Option<String>,
+    /// When the owner last said it was alive.
+    pub heartbeat_at: Option<DateTime<Utc>>,
     /// Counters.
     pub counters: RunCounters,
     /// Why it failed or stopped.

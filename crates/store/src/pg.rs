@@ -13,21 +13,23 @@ pub async fn start_run(
     pool: &PgPool,
     tenant: &str,
     page_size: u64,
+    owner: &str,
     now: DateTime<Utc>,
 ) -> Result<RunId, StoreError> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO sync_runs (tenant_id, started_at, status, page_size)
-         VALUES ($1, $2, 'running', $3) RETURNING id",
+        "INSERT INTO sync_runs (tenant_id, started_at, status, page_size, owner, heartbeat_at)
+         VALUES ($1, $2, 'running', $3, $4, $2) RETURNING id",
     )
     .bind(tenant)
     .bind(now)
     .bind(page_size as i64)
+    .bind(owner)
     .fetch_one(pool)
     .await?)
 }
 
 const RUN_COLUMNS: &str = "id, tenant_id, status, started_at, finished_at, page_size, next_page,
-    listing_done, resumes, pages, campaigns_seen, campaigns_stored, campaigns_synced,
+    listing_done, resumes, owner, heartbeat_at, pages, campaigns_seen, campaigns_stored, campaigns_synced,
     dead_lettered, requests, retries, rate_limited, token_refreshes, limiter_wait_seconds, error";
 
 fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
@@ -42,6 +44,8 @@ fn run_from_row(row: &PgRow) -> Result<RunRecord, StoreError> {
         next_page: row.try_get::<i64, _>("next_page")? as u64,
         listing_done: row.try_get("listing_done")?,
         resumes: row.try_get::<i32, _>("resumes")?.into(),
+        owner: row.try_get("owner")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
         counters: RunCounters {
             pages: row.try_get("pages")?,
             campaigns_seen: row.try_get("campaigns_seen")?,
@@ -80,12 +84,19 @@ pub async fn latest_run(pool: &PgPool, tenant: &str) -> Result<Option<RunRecord>
     .transpose()
 }
 
-pub async fn resume_run(pool: &PgPool, id: RunId) -> Result<(), StoreError> {
+pub async fn resume_run(
+    pool: &PgPool,
+    id: RunId,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE sync_runs SET status = 'running', resumes = resumes + 1, finished_at = NULL,
-         error = NULL WHERE id = $1",
+         error = NULL, owner = $2, heartbeat_at = $3 WHERE id = $1",
     )
     .bind(id)
+    .bind(owner)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(())
@@ -367,4 +378,13 @@ pub async fn count(pool: &PgPool, table: &'static str, tenant: &str) -> Result<i
     .bind(tenant)
     .fetch_one(pool)
     .await?)
+}
+
+pub async fn heartbeat(pool: &PgPool, id: RunId, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sync_runs SET heartbeat_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

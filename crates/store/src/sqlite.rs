@@ -31,21 +31,23 @@ pub async fn start_run(
     pool: &SqlitePool,
     tenant: &str,
     page_size: u64,
+    owner: &str,
     now: DateTime<Utc>,
 ) -> Result<RunId, StoreError> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO sync_runs (tenant_id, started_at, status, page_size)
-         VALUES (?1, ?2, 'running', ?3) RETURNING id",
+        "INSERT INTO sync_runs (tenant_id, started_at, status, page_size, owner, heartbeat_at)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?2) RETURNING id",
     )
     .bind(tenant)
     .bind(ts(now))
     .bind(page_size as i64)
+    .bind(owner)
     .fetch_one(pool)
     .await?)
 }
 
 const RUN_COLUMNS: &str = "id, tenant_id, status, started_at, finished_at, page_size, next_page,
-    listing_done, resumes, pages, campaigns_seen, campaigns_stored, campaigns_synced,
+    listing_done, resumes, owner, heartbeat_at, pages, campaigns_seen, campaigns_stored, campaigns_synced,
     dead_lettered, requests, retries, rate_limited, token_refreshes, limiter_wait_seconds, error";
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
@@ -60,6 +62,8 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         next_page: row.try_get::<i64, _>("next_page")? as u64,
         listing_done: row.try_get("listing_done")?,
         resumes: row.try_get("resumes")?,
+        owner: row.try_get("owner")?,
+        heartbeat_at: opt_ts(row, "heartbeat_at")?,
         counters: RunCounters {
             pages: row.try_get("pages")?,
             campaigns_seen: row.try_get("campaigns_seen")?,
@@ -98,12 +102,19 @@ pub async fn latest_run(pool: &SqlitePool, tenant: &str) -> Result<Option<RunRec
     .transpose()
 }
 
-pub async fn resume_run(pool: &SqlitePool, id: RunId) -> Result<(), StoreError> {
+pub async fn resume_run(
+    pool: &SqlitePool,
+    id: RunId,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE sync_runs SET status = 'running', resumes = resumes + 1, finished_at = NULL,
-         error = NULL WHERE id = ?1",
+         error = NULL, owner = ?2, heartbeat_at = ?3 WHERE id = ?1",
     )
     .bind(id)
+    .bind(owner)
+    .bind(ts(now))
     .execute(pool)
     .await?;
     Ok(())
@@ -420,4 +431,13 @@ pub async fn count(
     .bind(tenant)
     .fetch_one(pool)
     .await?)
+}
+
+pub async fn heartbeat(pool: &SqlitePool, id: RunId, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE sync_runs SET heartbeat_at = ?2 WHERE id = ?1")
+        .bind(id)
+        .bind(ts(now))
+        .execute(pool)
+        .await?;
+    Ok(())
 }

@@ -68,7 +68,10 @@ fn page<'a>(
 }
 
 async fn storing_a_page_twice_or_in_a_new_run_never_duplicates(store: Store) {
-    let run1 = store.start_run("t", 10, Utc::now()).await.unwrap();
+    let run1 = store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
     let first = [
         campaign("c1", 100),
         campaign("c2", 200),
@@ -87,7 +90,10 @@ async fn storing_a_page_twice_or_in_a_new_run_never_duplicates(store: Store) {
         .finish_run(run1.id, RunStatus::Succeeded, None, Utc::now())
         .await
         .unwrap();
-    let run2 = store.start_run("t", 10, Utc::now()).await.unwrap();
+    let run2 = store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
     let second = [
         campaign("c1", 150),
         campaign("c2", 250),
@@ -115,7 +121,10 @@ async fn storing_a_page_twice_or_in_a_new_run_never_duplicates(store: Store) {
 }
 
 async fn names_are_byte_exact_and_budgets_exact_to_the_cent(store: Store) {
-    let run = store.start_run("t", 10, Utc::now()).await.unwrap();
+    let run = store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
     let names = [
         "Robert'); DROP TABLE campaigns;--",
         "O'Brien \"Summer\" Sale",
@@ -151,7 +160,7 @@ async fn names_are_byte_exact_and_budgets_exact_to_the_cent(store: Store) {
 }
 
 async fn the_checkpoint_tracks_pages_and_synced_campaigns(store: Store) {
-    let run = store.start_run("t", 2, Utc::now()).await.unwrap();
+    let run = store.start_run("t", 2, "test:1", Utc::now()).await.unwrap();
     let p1 = [campaign("c1", 1), campaign("c2", 1)];
     let p2 = [campaign("c3", 1), campaign("c4", 1)];
 
@@ -201,7 +210,11 @@ async fn the_checkpoint_tracks_pages_and_synced_campaigns(store: Store) {
         .await
         .unwrap();
     let resumed = store
-        .resume_run(store.resumable_run("t").await.unwrap().unwrap().id)
+        .resume_run(
+            store.resumable_run("t").await.unwrap().unwrap().id,
+            "test:2",
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert_eq!((resumed.status, resumed.resumes), (RunStatus::Running, 1));
@@ -213,7 +226,10 @@ async fn the_checkpoint_tracks_pages_and_synced_campaigns(store: Store) {
 }
 
 async fn dead_letters_keep_the_reason_count_attempts_and_resolve(store: Store) {
-    let run = store.start_run("t", 10, Utc::now()).await.unwrap();
+    let run = store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
     let bad = NewDeadLetter {
         campaign_id: "c9".into(),
         stage: Stage::Validation,
@@ -277,16 +293,28 @@ async fn dead_letters_keep_the_reason_count_attempts_and_resolve(store: Store) {
 }
 
 async fn one_running_run_per_tenant(store: Store) {
-    store.start_run("t", 10, Utc::now()).await.unwrap();
+    store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
 
-    let err = store.start_run("t", 10, Utc::now()).await.unwrap_err();
+    let err = store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, StoreError::RunInProgress(_)), "{err:?}");
-    store.start_run("other", 10, Utc::now()).await.unwrap();
+    store
+        .start_run("other", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
 }
 
 async fn duplicate_ids_within_a_page_collapse_to_the_last(store: Store) {
-    let run = store.start_run("t", 10, Utc::now()).await.unwrap();
+    let run = store
+        .start_run("t", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
     let dupes = [campaign("c1", 1), campaign("c2", 2), campaign("c1", 3)];
 
     let outcome = store
@@ -301,8 +329,14 @@ async fn duplicate_ids_within_a_page_collapse_to_the_last(store: Store) {
 }
 
 async fn tenants_are_isolated(store: Store) {
-    let a = store.start_run("a", 10, Utc::now()).await.unwrap();
-    let b = store.start_run("b", 10, Utc::now()).await.unwrap();
+    let a = store
+        .start_run("a", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
+    let b = store
+        .start_run("b", 10, "test:1", Utc::now())
+        .await
+        .unwrap();
     let same_ids = [campaign("c1", 1)];
 
     store

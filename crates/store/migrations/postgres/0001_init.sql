@@ -13,6 +13,10 @@ CREATE TABLE sync_runs (
     next_page            BIGINT NOT NULL DEFAULT 1,
     listing_done         BOOLEAN NOT NULL DEFAULT FALSE,
     resumes              INTEGER NOT NULL DEFAULT 0,
+    -- Who works on the run ('host:pid') and when it last said so: a second process must
+    -- not resume a run whose owner is alive.
+    owner                TEXT,
+    heartbeat_at         TIMESTAMPTZ,
     pages                BIGINT NOT NULL DEFAULT 0,
     campaigns_seen       BIGINT NOT NULL DEFAULT 0,
     campaigns_stored     BIGINT NOT NULL DEFAULT 0,

@@ -13,6 +13,10 @@ CREATE TABLE sync_runs (
     next_page            INTEGER NOT NULL DEFAULT 1,
     listing_done         INTEGER NOT NULL DEFAULT 0,
     resumes              INTEGER NOT NULL DEFAULT 0,
+    -- Who works on the run ('host:pid') and when it last said so: a second process must
+    -- not resume a run whose owner is alive.
+    owner                TEXT,
+    heartbeat_at         TEXT,
     pages                INTEGER NOT NULL DEFAULT 0,
     campaigns_seen       INTEGER NOT NULL DEFAULT 0,
     campaigns_stored     INTEGER NOT NULL DEFAULT 0,

@@ -1,0 +1,83 @@
+//! Live counters of a run, shared between the engine and whoever displays them.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use adsync_domain::RateLimit;
+
+/// What the running engine has done so far (this process), readable at any time.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub(crate) pages: AtomicU64,
+    pub(crate) seen: AtomicU64,
+    pub(crate) stored: AtomicU64,
+    pub(crate) synced: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) pending: AtomicU64,
+    pub(crate) total_hint: AtomicU64,
+    pub(crate) page_size: AtomicU64,
+    pub(crate) listing_done: AtomicBool,
+    pub(crate) sync_latency_us: AtomicU64,
+}
+
+/// A copy of [`Progress`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// Pages stored.
+    pub pages: u64,
+    /// Records received.
+    pub seen: u64,
+    /// Campaigns stored.
+    pub stored: u64,
+    /// Campaigns synced.
+    pub synced: u64,
+    /// Dead letters recorded.
+    pub dead_lettered: u64,
+    /// Campaigns stored and waiting for their sync call.
+    pub pending: u64,
+    /// Campaigns the platform says it has (0 until known).
+    pub total_hint: u64,
+    /// Whether the last page was stored.
+    pub listing_done: bool,
+}
+
+impl Progress {
+    /// The counters now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ProgressSnapshot {
+            pages: g(&self.pages),
+            seen: g(&self.seen),
+            stored: g(&self.stored),
+            synced: g(&self.synced),
+            dead_lettered: g(&self.dead_lettered),
+            pending: g(&self.pending),
+            total_hint: g(&self.total_hint),
+            listing_done: self.listing_done.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Mean duration of a successful sync call so far.
+    pub fn mean_sync_latency(&self) -> Option<Duration> {
+        let n = self.synced.load(Ordering::Relaxed);
+        (n > 0).then(|| Duration::from_micros(self.sync_latency_us.load(Ordering::Relaxed) / n))
+    }
+
+    /// Rate-limited calls still to make (pages not yet listed, campaigns not yet synced), and
+    /// the time they need at `limit`.
+    pub fn eta(&self, limit: RateLimit) -> (u64, Duration) {
+        let s = self.snapshot();
+        let page_size = self.page_size.load(Ordering::Relaxed).max(1);
+        let unseen = s.total_hint.saturating_sub(s.seen);
+        let pages_left = if s.listing_done {
+            0
+        } else {
+            unseen.div_ceil(page_size).max(1)
+        };
+        let calls = pages_left + unseen + s.pending;
+        let windows = calls.div_ceil(u64::from(limit.requests));
+        (calls, limit.window.saturating_mul(windows as u32))
+    }
+}
