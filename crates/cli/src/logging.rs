@@ -26,10 +26,12 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-/// Installs the global subscriber, writing to stderr.
-pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+/// Installs the global subscriber, writing to stderr. With `interactive` (a progress bar on
+/// the terminal) the default level is `warn`, so log lines do not tear the bar.
+pub fn init(args: &LogArgs, interactive: bool) -> anyhow::Result<()> {
     let level = match (args.quiet, args.verbose) {
         (true, _) => "warn",
+        (false, 0) if interactive => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",
         (false, _) => "trace",
@@ -41,7 +43,10 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
             "{deps},adsync={level},adsync_client={level},adsync_sim={level},adsync_sync={level},adsync_store={level}"
         ))
     });
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match args.log_format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1,10 +1,15 @@
 //! `adsync`: the command line. `main` only calls [`try_main`] and maps errors to exit codes;
 //! each subcommand lives in its own module.
+//!
+//! Exit codes: 0 done; 2 partial (dead letters); 1 failed or bad input; 130 interrupted.
 
+mod dead_letters;
 mod logging;
+mod platform;
 mod simulate;
+mod sync;
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +25,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Sync every campaign of a tenant from the platform into the database (resumes an
+    /// interrupted run). Without --api-url it syncs from the built-in simulator.
+    Sync(sync::SyncArgs),
+    /// Apply database migrations (sync does it too) and report.
+    Migrate(platform::DbArgs),
+    /// List or retry records that could not be stored or synced.
+    DeadLetters(dead_letters::DeadLettersArgs),
     /// Run the ad platform simulator (the reference mock server, quirks included, plus chaos).
     Simulate(simulate::SimulateArgs),
 }
@@ -29,20 +41,52 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line: what failed and what to do. Detail went to the log at debug level.
-            eprintln!("adsync: {err:#}");
+            eprintln!("adsync: {}", one_line(&format!("{err:#}")));
             ExitCode::from(1)
         }
     }
 }
 
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn try_main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    logging::init(&cli.log)?;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            e.print()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            // clap's own report spans several lines and exits 2, which means "partial" here.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            anyhow::bail!("{first} (see adsync --help)");
+        }
+    };
+    // A progress bar owns the terminal during a sync: logs stay quiet there unless asked.
+    let interactive = matches!(cli.command, Command::Sync(_)) && std::io::stderr().is_terminal();
+    logging::init(&cli.log, interactive)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Command::Sync(args) => sync::run(args).await,
+            Command::Migrate(db) => {
+                let store = db.connect().await?;
+                println!(
+                    "database {} ({}) is migrated and ready",
+                    adsync_store::redact_url(&db.database_url),
+                    store.kind()
+                );
+                store.close().await;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
         }
     })

@@ -245,7 +245,7 @@ impl SyncEngine {
         let duration = started.elapsed();
         let snapshot = self.progress.snapshot();
         let calls = snapshot.pages + snapshot.synced;
-        let last_call = self.progress.mean_sync_latency().unwrap_or_default();
+        let last_call = self.progress.sync_latency().unwrap_or_default();
         let floor = self.client.config().rate_limit.floor(calls, last_call);
         let report = RunReport {
             run_id: run.id,
@@ -558,14 +558,13 @@ impl SyncEngine {
                 _ = stop.cancelled() => return Err(Stop::Cancelled),
                 admitted = self.breaker.admit() => admitted?,
             }
-            let started = Instant::now();
             let result = tokio::select! {
                 biased;
                 _ = hard.cancelled() => return Err(Stop::Cancelled),
-                r = self.client.sync_campaign(&cid) => r,
+                r = timed(self.client.sync_campaign(&cid)) => r,
             };
             match result {
-                Ok(_) => {
+                Ok((_, took)) => {
                     self.breaker.record_success();
                     self.store
                         .mark_synced(&self.config.tenant, run, &id, Utc::now())
@@ -573,8 +572,7 @@ impl SyncEngine {
                     let p = &self.progress;
                     p.synced.fetch_add(1, Ordering::Relaxed);
                     p.pending.fetch_sub(1, Ordering::Relaxed);
-                    p.sync_latency_us
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    p.record_sync_latency(took);
                     metrics::counter!("adsync_sync_campaigns_synced_total").increment(1);
                     tracing::debug!(campaign = %id, "campaign synced");
                     return Ok(());
@@ -625,6 +623,12 @@ impl SyncEngine {
         self.progress.pending.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Runs `call` and says how long it took.
+async fn timed<T, E>(call: impl Future<Output = Result<T, E>>) -> Result<(T, Duration), E> {
+    let started = Instant::now();
+    call.await.map(|v| (v, started.elapsed()))
 }
 
 /// Splits a page into valid campaigns and dead letters. A record without a usable id is keyed

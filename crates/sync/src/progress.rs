@@ -19,7 +19,9 @@ pub struct Progress {
     pub(crate) total_hint: AtomicU64,
     pub(crate) page_size: AtomicU64,
     pub(crate) listing_done: AtomicBool,
-    pub(crate) sync_latency_us: AtomicU64,
+    /// Fastest sync call so far, in µs (0: none yet). Means would include time spent queued
+    /// on the limiter; the fastest call is the platform's own latency.
+    pub(crate) fastest_sync_us: AtomicU64,
 }
 
 /// A copy of [`Progress`] at one moment.
@@ -59,10 +61,21 @@ impl Progress {
         }
     }
 
-    /// Mean duration of a successful sync call so far.
-    pub fn mean_sync_latency(&self) -> Option<Duration> {
-        let n = self.synced.load(Ordering::Relaxed);
-        (n > 0).then(|| Duration::from_micros(self.sync_latency_us.load(Ordering::Relaxed) / n))
+    /// Duration of the fastest successful sync call so far: the platform's own latency.
+    pub fn sync_latency(&self) -> Option<Duration> {
+        match self.fastest_sync_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    pub(crate) fn record_sync_latency(&self, took: Duration) {
+        let us = (took.as_micros() as u64).max(1);
+        let _ = self
+            .fastest_sync_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (cur == 0 || us < cur).then_some(us)
+            });
     }
 
     /// Rate-limited calls still to make (pages not yet listed, campaigns not yet synced), and
