@@ -33,7 +33,7 @@ enum DeadLettersCommand {
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
-        platform: PlatformArgs,
+        platform: Box<PlatformArgs>,
         /// Tenant.
         #[arg(long, env = "ADSYNC_TENANT", default_value = "default")]
         tenant: String,

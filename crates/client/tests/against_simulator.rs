@@ -128,9 +128,11 @@ async fn wrong_credentials_fail_once_clearly_and_without_a_retry_storm() {
 async fn tokens_are_refreshed_ahead_of_expiry_during_a_long_stream() {
     // At 600x, tokens live 60 s / 600 = 100 ms and a window is 100 ms: the 36 listing calls
     // (30 pages, six 503s) take about 400 ms, so the token must be replaced several times.
-    let mut config = SimConfig::default();
-    config.campaigns = 300;
-    config.token_ttl = Duration::from_secs(60);
+    let config = SimConfig {
+        campaigns: 300,
+        token_ttl: Duration::from_secs(60),
+        ..SimConfig::default()
+    };
     let sim = start_sim(config, 600.0).await;
     let client = client_for(&sim);
 

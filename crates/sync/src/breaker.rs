@@ -103,7 +103,7 @@ impl CircuitBreaker {
     pub fn record_failure(&self) -> bool {
         let mut guard = self.state.lock().expect("breaker lock");
         let (state, trips) = &mut *guard;
-        let open = match *state {
+        match *state {
             State::Closed { failures } if failures + 1 < self.config.failure_threshold => {
                 *state = State::Closed {
                     failures: failures + 1,
@@ -123,8 +123,7 @@ impl CircuitBreaker {
                 );
                 true
             }
-        };
-        open
+        }
     }
 
     /// Whether calls are currently held back.
