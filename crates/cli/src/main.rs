@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 done; 2 partial (dead letters); 1 failed or bad input; 130 interrupted.
 
+mod bench;
 mod dead_letters;
 mod logging;
 mod platform;
@@ -34,6 +35,8 @@ enum Command {
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Run the ad platform simulator (the reference mock server, quirks included, plus chaos).
     Simulate(simulate::SimulateArgs),
+    /// Rerunnable benchmarks (sync speed against the rate-limit floor, store throughput).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +91,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             }
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -263,7 +263,7 @@ async fn kill_9_mid_run_then_rerun_resumes_without_refetching_stored_pages() {
         if dir.0.join("adsync.db").exists()
             && count(
                 &db,
-                "SELECT count(*) FROM sync_run_campaigns WHERE synced_at IS NOT NULL",
+                "SELECT count(*) FROM campaigns WHERE synced_run_id IS NOT NULL",
             )
             .await
                 >= 60
@@ -276,7 +276,7 @@ async fn kill_9_mid_run_then_rerun_resumes_without_refetching_stored_pages() {
     child.wait().unwrap();
     let synced_before = count(
         &db,
-        "SELECT count(*) FROM sync_run_campaigns WHERE synced_at IS NOT NULL",
+        "SELECT count(*) FROM campaigns WHERE synced_run_id IS NOT NULL",
     )
     .await;
     let pages_before = count(&db, "SELECT pages FROM sync_runs").await;

@@ -2,9 +2,11 @@
 //! embedded default), with embedded migrations, parameterized SQL only, and the run checkpoint.
 //!
 //! A page of campaigns is stored by [`Store::store_page`] in one transaction: the campaigns
-//! upsert (keyed by tenant and id), one `campaign_metrics` row per campaign for the run, the
-//! run's checkpoint (which campaigns it stored, the next page to fetch) and the page's dead
-//! letters. So whatever is in the database is consistent with the checkpoint that describes it,
+//! upsert (keyed by tenant and id, marking each row with the run that stored it), one
+//! `campaign_metrics` row per campaign for the run, the run's next page and counters, and the
+//! page's dead letters. A campaign's `synced_run_id` records the run whose sync call succeeded
+//! for it, so the checkpoint of a run is `next_page` plus the campaigns it stored and has not
+//! synced. So whatever is in the database is consistent with the checkpoint that describes it,
 //! whenever the process dies.
 
 mod error;
@@ -172,9 +174,9 @@ impl Store {
         }
     }
 
-    /// Stores one page in one transaction: valid campaigns upserted (duplicates within the
-    /// page collapse to the last one), one metrics row each for this run, the checkpoint
-    /// items, the page's dead letters, and the run's next page and counters.
+    /// Stores one page in one transaction: valid campaigns upserted and marked as stored by
+    /// the run (duplicates within the page collapse to the last one), one metrics row each
+    /// for this run, the page's dead letters, and the run's next page and counters.
     pub async fn store_page(&self, batch: &PageBatch<'_>) -> Result<PageOutcome, StoreError> {
         let batch = batch.deduplicated();
         match self {
@@ -191,8 +193,9 @@ impl Store {
         }
     }
 
-    /// Records a successful sync call: `campaigns.synced_at`, the checkpoint item, the run's
-    /// counter, and resolves a sync dead letter of the campaign. Idempotent.
+    /// Records a successful sync call: `campaigns.synced_at` and `synced_run_id`, the run's
+    /// counter (once per campaign), and resolves a sync dead letter of the campaign.
+    /// Idempotent.
     pub async fn mark_synced(
         &self,
         tenant: &str,

@@ -232,39 +232,6 @@ pub(crate) struct DedupedBatch<'a> {
     pub campaigns: Vec<&'a Campaign>,
 }
 
-impl DedupedBatch<'_> {
-    /// The campaigns as one JSON array, the single parameter of the bulk upsert. Budget is
-    /// its exact decimal text, timestamps RFC 3339 with microseconds.
-    pub fn rows_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Row<'a> {
-            id: &'a str,
-            name: &'a str,
-            status: &'a str,
-            budget: String,
-            impressions: i64,
-            clicks: i64,
-            conversions: i64,
-            created_at: String,
-        }
-        let rows: Vec<Row<'_>> = self
-            .campaigns
-            .iter()
-            .map(|c| Row {
-                id: c.id.as_str(),
-                name: &c.name,
-                status: c.status.as_str(),
-                budget: c.budget.to_string(),
-                impressions: c.impressions,
-                clicks: c.clicks,
-                conversions: c.conversions,
-                created_at: crate::sqlite::ts(c.created_at),
-            })
-            .collect();
-        serde_json::to_string(&rows).expect("rows serialize")
-    }
-}
-
 /// A stored campaign, as read back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredCampaign {

@@ -104,17 +104,28 @@ pub async fn resume_run(
 
 pub async fn store_page(pool: &PgPool, b: &DedupedBatch<'_>) -> Result<PageOutcome, StoreError> {
     let batch = &b.batch;
+    // The page travels as one typed array per column (UNNEST): no per-row parameters, no
+    // JSON to parse, and the budget goes over as NUMERIC, exact.
+    let cs = &b.campaigns;
+    let ids: Vec<&str> = cs.iter().map(|c| c.id.as_str()).collect();
+    let names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
+    let statuses: Vec<&str> = cs.iter().map(|c| c.status.as_str()).collect();
+    let budgets: Vec<Decimal> = cs.iter().map(|c| c.budget.to_decimal()).collect();
+    let impressions: Vec<i64> = cs.iter().map(|c| c.impressions).collect();
+    let clicks: Vec<i64> = cs.iter().map(|c| c.clicks).collect();
+    let conversions: Vec<i64> = cs.iter().map(|c| c.conversions).collect();
+    let created: Vec<DateTime<Utc>> = cs.iter().map(|c| c.created_at).collect();
     let mut tx = pool.begin().await?;
     let newly_stored: i64 = sqlx::query_scalar(
         "WITH input AS (
-            SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
-                id text, name text, status text, budget numeric, impressions bigint,
-                clicks bigint, conversions bigint, created_at timestamptz)
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[],
+                $5::int8[], $6::int8[], $7::int8[], $8::timestamptz[])
+                AS x(id, name, status, budget, impressions, clicks, conversions, created_at)
         ), upserted AS (
             INSERT INTO campaigns AS c (tenant_id, id, name, status, budget, impressions, clicks,
                 conversions, created_at, first_seen_at, updated_at, last_run_id)
-            SELECT $2, id, name, status, budget, impressions, clicks, conversions, created_at,
-                $3, $3, $4
+            SELECT $9, id, name, status, budget, impressions, clicks, conversions, created_at,
+                $10, $10, $11
             FROM input
             ON CONFLICT (tenant_id, id) DO UPDATE SET
                 name = EXCLUDED.name, status = EXCLUDED.status, budget = EXCLUDED.budget,
@@ -124,28 +135,33 @@ pub async fn store_page(pool: &PgPool, b: &DedupedBatch<'_>) -> Result<PageOutco
         ), metrics AS (
             INSERT INTO campaign_metrics (tenant_id, campaign_id, run_id, observed_at,
                 impressions, clicks, conversions)
-            SELECT $2, id, $4, $3, impressions, clicks, conversions FROM input
+            SELECT $9, id, $11, $10, impressions, clicks, conversions FROM input
             ON CONFLICT (tenant_id, campaign_id, run_id) DO UPDATE SET
                 observed_at = EXCLUDED.observed_at, impressions = EXCLUDED.impressions,
                 clicks = EXCLUDED.clicks, conversions = EXCLUDED.conversions
-        ), items AS (
-            INSERT INTO sync_run_campaigns (run_id, campaign_id, page)
-            SELECT $4, id, $5 FROM input
-            ON CONFLICT (run_id, campaign_id) DO NOTHING
-            RETURNING 1
+        ), prior AS (
+            -- Campaigns this run had already stored (the snapshot predates the upsert).
+            SELECT count(*) AS n FROM campaigns
+            WHERE tenant_id = $9 AND last_run_id = $11 AND id = ANY($1::text[])
         ), resolved AS (
-            UPDATE dead_letters SET resolved = TRUE, resolved_at = $3
-            WHERE tenant_id = $2 AND stage = 'validation' AND NOT resolved
+            UPDATE dead_letters SET resolved = TRUE, resolved_at = $10
+            WHERE tenant_id = $9 AND stage = 'validation' AND NOT resolved
               AND campaign_id IN (SELECT id FROM input)
         )
         -- Data-modifying CTEs run to completion whether or not they are read.
-        SELECT count(*) FROM items",
+        SELECT (SELECT count(*) FROM input) - (SELECT n FROM prior)",
     )
-    .bind(b.rows_json())
+    .bind(&ids)
+    .bind(&names)
+    .bind(&statuses)
+    .bind(&budgets)
+    .bind(&impressions)
+    .bind(&clicks)
+    .bind(&conversions)
+    .bind(&created)
     .bind(batch.tenant)
     .bind(batch.observed_at)
     .bind(batch.run)
-    .bind(batch.page as i64)
     .fetch_one(&mut *tx)
     .await?;
     for letter in batch.dead_letters {
@@ -202,8 +218,10 @@ async fn upsert_dead_letter(
 
 pub async fn pending_syncs(pool: &PgPool, run: RunId) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT campaign_id FROM sync_run_campaigns WHERE run_id = $1 AND synced_at IS NULL
-         ORDER BY page, campaign_id",
+        "SELECT id FROM campaigns
+         WHERE tenant_id = (SELECT tenant_id FROM sync_runs WHERE id = $1)
+           AND last_run_id = $1 AND synced_run_id IS DISTINCT FROM $1
+         ORDER BY id",
     )
     .bind(run)
     .fetch_all(pool)
@@ -218,14 +236,17 @@ pub async fn mark_synced(
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "WITH item AS (
-            UPDATE sync_run_campaigns SET synced_at = $4
-            WHERE run_id = $3 AND campaign_id = $2 AND synced_at IS NULL
-            RETURNING 1
+        "WITH first_time AS (
+            SELECT 1 FROM campaigns
+            WHERE tenant_id = $1 AND id = $2 AND last_run_id = $3
+              AND synced_run_id IS DISTINCT FROM $3
         ), campaign AS (
-            UPDATE campaigns SET synced_at = $4 WHERE tenant_id = $1 AND id = $2
+            UPDATE campaigns SET synced_at = $4,
+                synced_run_id = CASE WHEN last_run_id = $3 THEN $3 ELSE synced_run_id END
+            WHERE tenant_id = $1 AND id = $2
         ), counter AS (
-            UPDATE sync_runs SET campaigns_synced = campaigns_synced + (SELECT count(*) FROM item)
+            UPDATE sync_runs
+            SET campaigns_synced = campaigns_synced + (SELECT count(*) FROM first_time)
             WHERE id = $3
         )
         UPDATE dead_letters SET resolved = TRUE, resolved_at = $4

@@ -2,6 +2,7 @@
 //! as RFC 3339 text in UTC with microseconds ([`ts`]), budgets as exact decimal text.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 
 use crate::{
@@ -125,9 +126,21 @@ pub async fn store_page(
     b: &DedupedBatch<'_>,
 ) -> Result<PageOutcome, StoreError> {
     let batch = &b.batch;
-    let rows = b.rows_json();
+    let rows = rows_json(b);
     let observed = ts(batch.observed_at);
     let mut tx = pool.begin().await?;
+    // Campaigns this run had already stored, counted before the upsert.
+    let prior: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaigns
+         WHERE tenant_id = ?1 AND last_run_id = ?2
+           AND id IN (SELECT j.value ->> 'id' FROM json_each(?3) AS j)",
+    )
+    .bind(batch.tenant)
+    .bind(batch.run)
+    .bind(&rows)
+    .fetch_one(&mut *tx)
+    .await?;
+    let newly_stored = (b.campaigns.len() as i64 - prior).max(0) as u64;
     // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join.
     sqlx::query(
         "INSERT INTO campaigns (tenant_id, id, name, status, budget, impressions, clicks,
@@ -164,17 +177,6 @@ pub async fn store_page(
     .bind(&rows)
     .execute(&mut *tx)
     .await?;
-    let newly_stored = sqlx::query(
-        "INSERT INTO sync_run_campaigns (run_id, campaign_id, page)
-         SELECT ?1, j.value ->> 'id', ?2 FROM json_each(?3) AS j WHERE true
-         ON CONFLICT (run_id, campaign_id) DO NOTHING",
-    )
-    .bind(batch.run)
-    .bind(batch.page as i64)
-    .bind(&rows)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
     sqlx::query(
         "UPDATE dead_letters SET resolved = 1, resolved_at = ?2
          WHERE tenant_id = ?1 AND stage = 'validation' AND resolved = 0
@@ -239,8 +241,10 @@ async fn upsert_dead_letter(
 
 pub async fn pending_syncs(pool: &SqlitePool, run: RunId) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT campaign_id FROM sync_run_campaigns WHERE run_id = ?1 AND synced_at IS NULL
-         ORDER BY page, campaign_id",
+        "SELECT id FROM campaigns
+         WHERE tenant_id = (SELECT tenant_id FROM sync_runs WHERE id = ?1)
+           AND last_run_id = ?1 AND synced_run_id IS NOT ?1
+         ORDER BY id",
     )
     .bind(run)
     .fetch_all(pool)
@@ -256,25 +260,29 @@ pub async fn mark_synced(
 ) -> Result<(), StoreError> {
     let at = ts(at);
     let mut tx = pool.begin().await?;
-    let first_time = sqlx::query(
-        "UPDATE sync_run_campaigns SET synced_at = ?3
-         WHERE run_id = ?1 AND campaign_id = ?2 AND synced_at IS NULL",
+    let first_time: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaigns
+         WHERE tenant_id = ?1 AND id = ?2 AND last_run_id = ?3 AND synced_run_id IS NOT ?3",
     )
-    .bind(run)
+    .bind(tenant)
     .bind(campaign_id)
+    .bind(run)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE campaigns SET synced_at = ?4,
+            synced_run_id = CASE WHEN last_run_id = ?3 THEN ?3 ELSE synced_run_id END
+         WHERE tenant_id = ?1 AND id = ?2",
+    )
+    .bind(tenant)
+    .bind(campaign_id)
+    .bind(run)
     .bind(&at)
     .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query("UPDATE campaigns SET synced_at = ?3 WHERE tenant_id = ?1 AND id = ?2")
-        .bind(tenant)
-        .bind(campaign_id)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
+    .await?;
     sqlx::query("UPDATE sync_runs SET campaigns_synced = campaigns_synced + ?2 WHERE id = ?1")
         .bind(run)
-        .bind(first_time as i64)
+        .bind(first_time)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
@@ -440,4 +448,35 @@ pub async fn heartbeat(pool: &SqlitePool, id: RunId, now: DateTime<Utc>) -> Resu
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// The campaigns as one JSON array, the single parameter of SQLite's bulk upsert (read with
+/// `json_each`): no limit on bound parameters per statement.
+fn rows_json(b: &DedupedBatch<'_>) -> String {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        id: &'a str,
+        name: &'a str,
+        status: &'a str,
+        budget: String,
+        impressions: i64,
+        clicks: i64,
+        conversions: i64,
+        created_at: String,
+    }
+    let rows: Vec<Row<'_>> = b
+        .campaigns
+        .iter()
+        .map(|c| Row {
+            id: c.id.as_str(),
+            name: &c.name,
+            status: c.status.as_str(),
+            budget: c.budget.to_string(),
+            impressions: c.impressions,
+            clicks: c.clicks,
+            conversions: c.conversions,
+            created_at: ts(c.created_at),
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("rows serialize")
 }

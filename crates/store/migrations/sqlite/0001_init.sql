@@ -45,27 +45,21 @@ CREATE TABLE campaigns (
     first_seen_at TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     synced_at     TEXT,
-    last_run_id   INTEGER NOT NULL REFERENCES sync_runs (id),
+    synced_run_id INTEGER,
+    -- No foreign keys on the per-row tables: see the PostgreSQL migration.
+    last_run_id   INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, id)
 ) WITHOUT ROWID;
 
 CREATE TABLE campaign_metrics (
     tenant_id   TEXT NOT NULL,
     campaign_id TEXT NOT NULL,
-    run_id      INTEGER NOT NULL REFERENCES sync_runs (id),
+    run_id      INTEGER NOT NULL,
     observed_at TEXT NOT NULL,
     impressions INTEGER NOT NULL,
     clicks      INTEGER NOT NULL,
     conversions INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, campaign_id, run_id)
-) WITHOUT ROWID;
-
-CREATE TABLE sync_run_campaigns (
-    run_id      INTEGER NOT NULL REFERENCES sync_runs (id),
-    campaign_id TEXT NOT NULL,
-    page        INTEGER NOT NULL,
-    synced_at   TEXT,
-    PRIMARY KEY (run_id, campaign_id)
 ) WITHOUT ROWID;
 
 CREATE TABLE dead_letters (

@@ -1,0 +1,237 @@
+//! `adsync bench`: the benchmarks behind BENCHMARKS.md, rerunnable by anyone.
+//!
+//! - `sync`: full syncs against the in-process simulator (reference behaviour); wall time
+//!   against the rate-limit floor, 429s, and the process's peak RSS.
+//! - `store`: upsert throughput of the repository, PostgreSQL or SQLite.
+
+use std::process::ExitCode;
+
+use adsync_client::{AdClient, ClientConfig, Credentials, RetryPolicy};
+use adsync_domain::{Campaign, CampaignId, CampaignStatus, Money, RateLimit};
+use adsync_sim::{Profile, SimConfig, Simulator};
+use adsync_store::{PageBatch, RunStatus, Store};
+use adsync_sync::{BreakerConfig, SyncConfig, SyncEngine};
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Full syncs against the built-in simulator: duration / rate-limit floor, 429s, peak RSS.
+    Sync {
+        /// Campaign counts to sync, one run each (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        campaigns: Vec<usize>,
+        /// Simulator time scale (60: the 10/60s window lasts one second).
+        #[arg(long, default_value_t = 60.0)]
+        time_scale: f64,
+        /// The platform's rate limit (before scaling).
+        #[arg(long, default_value = "10/60s")]
+        rate_limit: RateLimit,
+        /// Page size asked for.
+        #[arg(long, default_value_t = 100)]
+        page_size: u64,
+        /// Database for the runs; default: a fresh SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Upsert throughput: ROWS campaigns in pages of BATCH, inserted then updated.
+    Store {
+        /// Database (postgres://... or sqlite://...). Use a scratch database: the bench
+        /// writes under tenant "bench-<pid>" and deletes nothing.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Campaigns to upsert.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Campaigns per page (one transaction each).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        BenchCommand::Sync {
+            campaigns,
+            time_scale,
+            rate_limit,
+            page_size,
+            database_url,
+        } => {
+            println!(
+                "| campaigns | page size | calls | duration | floor | duration/floor | 429s | retries | peak RSS |"
+            );
+            println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            for n in campaigns {
+                bench_sync(
+                    n,
+                    time_scale,
+                    rate_limit,
+                    page_size,
+                    database_url.as_deref(),
+                )
+                .await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Store {
+            database_url,
+            rows,
+            batch,
+        } => bench_store(&database_url, rows, batch.max(1)).await,
+    }
+}
+
+async fn bench_sync(
+    campaigns: usize,
+    scale: f64,
+    rate_limit: RateLimit,
+    page_size: u64,
+    database_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("adsync-bench-{}-{campaigns}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = database_url
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+    let store = Store::connect(&url).await?;
+    let sim = Simulator::start_local(SimConfig {
+        campaigns,
+        rate_limit,
+        time_scale: scale,
+        ..SimConfig::for_profile(Profile::Reference)
+    })
+    .await?;
+    let mut config = ClientConfig::new(
+        sim.url().parse()?,
+        Credentials {
+            email: adsync_sim::REFERENCE_EMAIL.into(),
+            password: SecretString::from(adsync_sim::REFERENCE_PASSWORD),
+        },
+    );
+    config.rate_limit = sim.config().effective_rate_limit();
+    config.retry = RetryPolicy::default().scaled(scale);
+    let client = AdClient::new(config)?;
+    let tenant = format!("bench-{}-{campaigns}", std::process::id());
+    let engine = SyncEngine::new(
+        client,
+        store.clone(),
+        SyncConfig {
+            tenant,
+            page_size,
+            fresh: true,
+            breaker: BreakerConfig {
+                cooldown: BreakerConfig::default().cooldown.div_f64(scale),
+                ..BreakerConfig::default()
+            },
+            ..SyncConfig::default()
+        },
+    );
+    let report = engine.run(CancellationToken::new()).await?;
+    anyhow::ensure!(
+        report.status == RunStatus::Succeeded,
+        "bench run ended {}: {:?}",
+        report.status,
+        report.error
+    );
+    let calls = report.counters.pages + report.counters.campaigns_synced;
+    println!(
+        "| {campaigns} | {page_size} | {calls} | {:.2} s | {:.2} s | {:.3} | {} | {} | {} |",
+        report.duration.as_secs_f64(),
+        report.floor.as_secs_f64(),
+        report.floor_ratio,
+        report.client.rate_limited,
+        report.client.retries,
+        peak_rss().map_or("n/a".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The process's peak resident set size in KiB (`VmHWM`), on Linux.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn synthetic(n: usize, pass: i64) -> Campaign {
+    Campaign {
+        id: CampaignId::parse(&format!("campaign_{n}")).expect("valid id"),
+        name: format!("Campaign {n} — «ünïcødé» 'quoted'"),
+        status: CampaignStatus::Active,
+        budget: Money::from_cents(100_000 + n as i64 * 37).expect("valid money"),
+        impressions: 1000 * pass + n as i64,
+        clicks: 10 * pass + (n % 500) as i64,
+        conversions: pass + (n % 50) as i64,
+        created_at: Utc::now(),
+    }
+}
+
+async fn bench_store(url: &str, rows: usize, batch: usize) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(url).await?;
+    let tenant = format!("bench-{}", std::process::id());
+    println!(
+        "store bench: {} ({}), {rows} campaigns in pages of {batch}",
+        adsync_store::redact_url(url),
+        store.kind()
+    );
+    for (pass, label) in [(1, "insert"), (2, "update")] {
+        let run = store
+            .start_run(
+                &tenant,
+                batch as u64,
+                &adsync_sync::this_process(),
+                Utc::now(),
+            )
+            .await?;
+        let pages: Vec<Vec<Campaign>> = (0..rows)
+            .collect::<Vec<_>>()
+            .chunks(batch)
+            .map(|c| c.iter().map(|n| synthetic(*n, pass)).collect())
+            .collect();
+        let started = Instant::now();
+        for (i, page) in pages.iter().enumerate() {
+            let last = i + 1 == pages.len();
+            store
+                .store_page(&PageBatch {
+                    tenant: &tenant,
+                    run: run.id,
+                    page: i as u64 + 1,
+                    next_page: (!last).then_some(i as u64 + 2),
+                    seen: page.len() as u64,
+                    campaigns: page,
+                    dead_letters: &[],
+                    observed_at: Utc::now(),
+                })
+                .await?;
+        }
+        let took = started.elapsed();
+        store
+            .finish_run(run.id, RunStatus::Succeeded, None, Utc::now())
+            .await?;
+        println!(
+            "  {label}: {rows} rows in {:.2} s = {:.0} rows/s (each: campaign upsert + metrics row, checkpoint included)",
+            took.as_secs_f64(),
+            rows as f64 / took.as_secs_f64().max(f64::EPSILON)
+        );
+    }
+    let stored = store.campaign_count(&tenant).await?;
+    anyhow::ensure!(
+        stored == rows as i64,
+        "expected {rows} rows, found {stored}"
+    );
+    Ok(ExitCode::SUCCESS)
+}
