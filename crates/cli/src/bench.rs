@@ -55,6 +55,10 @@ enum BenchCommand {
         /// Campaigns per page (one transaction each).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Concurrent writers, each its own tenant with ROWS / WRITERS campaigns (as when
+        /// several tenants sync at once).
+        #[arg(long, default_value_t = 1)]
+        writers: usize,
     },
 }
 
@@ -87,7 +91,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             database_url,
             rows,
             batch,
-        } => bench_store(&database_url, rows, batch.max(1)).await,
+            writers,
+        } => bench_store(&database_url, rows, batch.max(1), writers.max(1)).await,
     }
 }
 
@@ -180,58 +185,91 @@ fn synthetic(n: usize, pass: i64) -> Campaign {
     }
 }
 
-async fn bench_store(url: &str, rows: usize, batch: usize) -> anyhow::Result<ExitCode> {
+async fn bench_store(
+    url: &str,
+    rows: usize,
+    batch: usize,
+    writers: usize,
+) -> anyhow::Result<ExitCode> {
     let store = Store::connect(url).await?;
-    let tenant = format!("bench-{}", std::process::id());
     println!(
-        "store bench: {} ({}), {rows} campaigns in pages of {batch}",
+        "store bench: {} ({}), {rows} campaigns in pages of {batch}, {writers} writer(s)",
         adsync_store::redact_url(url),
         store.kind()
     );
+    let per_writer = rows / writers;
     for (pass, label) in [(1, "insert"), (2, "update")] {
-        let run = store
-            .start_run(
-                &tenant,
-                batch as u64,
-                &adsync_sync::this_process(),
-                Utc::now(),
-            )
-            .await?;
-        let pages: Vec<Vec<Campaign>> = (0..rows)
-            .collect::<Vec<_>>()
-            .chunks(batch)
-            .map(|c| c.iter().map(|n| synthetic(*n, pass)).collect())
-            .collect();
         let started = Instant::now();
-        for (i, page) in pages.iter().enumerate() {
-            let last = i + 1 == pages.len();
-            store
-                .store_page(&PageBatch {
-                    tenant: &tenant,
-                    run: run.id,
-                    page: i as u64 + 1,
-                    next_page: (!last).then_some(i as u64 + 2),
-                    seen: page.len() as u64,
-                    campaigns: page,
-                    dead_letters: &[],
-                    observed_at: Utc::now(),
-                })
-                .await?;
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move { store_pages(&store, w, per_writer, batch, pass).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await??;
         }
         let took = started.elapsed();
-        store
-            .finish_run(run.id, RunStatus::Succeeded, None, Utc::now())
-            .await?;
+        let total = per_writer * writers;
         println!(
-            "  {label}: {rows} rows in {:.2} s = {:.0} rows/s (each: campaign upsert + metrics row, checkpoint included)",
+            "  {label}: {total} rows in {:.2} s = {:.0} rows/s (each: campaign upsert + metrics row, checkpoint included)",
             took.as_secs_f64(),
-            rows as f64 / took.as_secs_f64().max(f64::EPSILON)
+            total as f64 / took.as_secs_f64().max(f64::EPSILON)
         );
     }
-    let stored = store.campaign_count(&tenant).await?;
-    anyhow::ensure!(
-        stored == rows as i64,
-        "expected {rows} rows, found {stored}"
-    );
+    for w in 0..writers {
+        let stored = store.campaign_count(&bench_tenant(w)).await?;
+        anyhow::ensure!(
+            stored == per_writer as i64,
+            "expected {per_writer} rows, found {stored}"
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench_tenant(writer: usize) -> String {
+    format!("bench-{}-{writer}", std::process::id())
+}
+
+/// One writer's pass: a run, its pages stored one transaction each, the run finished.
+async fn store_pages(
+    store: &Store,
+    writer: usize,
+    rows: usize,
+    batch: usize,
+    pass: i64,
+) -> anyhow::Result<()> {
+    let tenant = bench_tenant(writer);
+    let run = store
+        .start_run(
+            &tenant,
+            batch as u64,
+            &adsync_sync::this_process(),
+            Utc::now(),
+        )
+        .await?;
+    let pages: Vec<Vec<Campaign>> = (0..rows)
+        .collect::<Vec<_>>()
+        .chunks(batch)
+        .map(|c| c.iter().map(|n| synthetic(*n, pass)).collect())
+        .collect();
+    for (i, page) in pages.iter().enumerate() {
+        let last = i + 1 == pages.len();
+        store
+            .store_page(&PageBatch {
+                tenant: &tenant,
+                run: run.id,
+                page: i as u64 + 1,
+                next_page: (!last).then_some(i as u64 + 2),
+                seen: page.len() as u64,
+                campaigns: page,
+                dead_letters: &[],
+                observed_at: Utc::now(),
+            })
+            .await?;
+    }
+    store
+        .finish_run(run.id, RunStatus::Succeeded, None, Utc::now())
+        .await?;
+    Ok(())
 }
