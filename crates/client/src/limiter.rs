@@ -17,7 +17,6 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct SlidingWindowLimiter {
     limit: RateLimit,
-    margin: Duration,
     state: Mutex<State>,
     // Waiters queue here, first come first served (tokio's Mutex is fair), so a steady stream
     // of new callers cannot starve an old one.
@@ -28,6 +27,7 @@ pub struct SlidingWindowLimiter {
 struct State {
     sent: VecDeque<Instant>,
     hold_until: Option<Instant>,
+    margin: Duration,
 }
 
 impl SlidingWindowLimiter {
@@ -43,8 +43,10 @@ impl SlidingWindowLimiter {
     pub fn with_margin(limit: RateLimit, margin: Duration) -> Self {
         Self {
             limit,
-            margin,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                margin,
+                ..State::default()
+            }),
             turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -68,7 +70,7 @@ impl SlidingWindowLimiter {
             let wait = {
                 let mut s = self.state.lock().expect("limiter lock");
                 let now = Instant::now();
-                let span = self.limit.window + self.margin;
+                let span = self.limit.window + s.margin;
                 while s
                     .sent
                     .front()
@@ -90,21 +92,36 @@ impl SlidingWindowLimiter {
         }
     }
 
-    /// The server answered 429: hold every request for `retry_after` from now. A hold never
-    /// shortens one already in force.
+    /// The server answered 429: hold every request for `retry_after` from now (a hold never
+    /// shortens one already in force), and double the safety margin, up to a tenth of the
+    /// window: a 429 the limiter did not predict means arrivals jitter more than it assumed,
+    /// and it should not make the same mistake twice.
     pub fn hold(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
         let mut s = self.state.lock().expect("limiter lock");
         if s.hold_until.is_none_or(|u| u < until) {
             s.hold_until = Some(until);
         }
+        let widened = (s.margin * 2).min(self.limit.window / 10).max(s.margin);
+        if widened > s.margin {
+            tracing::warn!(
+                margin_ms = widened.as_secs_f64() * 1e3,
+                "unexpected 429: widening the rate limiter's safety margin"
+            );
+            s.margin = widened;
+        }
+    }
+
+    /// The safety margin in force.
+    pub fn margin(&self) -> Duration {
+        self.state.lock().expect("limiter lock").margin
     }
 
     /// Slots left in the current window (for progress displays).
     pub fn available(&self) -> usize {
         let s = self.state.lock().expect("limiter lock");
         let now = Instant::now();
-        let span = self.limit.window + self.margin;
+        let span = self.limit.window + s.margin;
         let busy = s
             .sent
             .iter()
@@ -194,6 +211,17 @@ mod tests {
         l.hold(Duration::from_secs(20));
         l.hold(Duration::from_secs(5));
         assert_eq!(l.acquire().await, Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_unexpected_429_widens_the_margin_up_to_a_tenth_of_the_window() {
+        let l = SlidingWindowLimiter::with_margin(limit(10, 1), Duration::from_millis(10));
+        l.hold(Duration::ZERO);
+        assert_eq!(l.margin(), Duration::from_millis(20));
+        for _ in 0..10 {
+            l.hold(Duration::ZERO);
+        }
+        assert_eq!(l.margin(), Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]

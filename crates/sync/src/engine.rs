@@ -412,6 +412,15 @@ impl SyncEngine {
         }
     }
 
+    /// Waits until the circuit breaker lets a call through, unless the run is stopping.
+    async fn admitted(&self, stop: &CancellationToken) -> Result<(), Stop> {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => Err(Stop::Cancelled),
+            admitted = self.breaker.admit() => Ok(admitted?),
+        }
+    }
+
     /// The producer: pages from the checkpoint on, each stored as it arrives.
     async fn list_pages(
         &self,
@@ -425,11 +434,7 @@ impl SyncEngine {
         }
         let mut page = run.next_page.max(1);
         loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Err(Stop::Cancelled),
-                admitted = self.breaker.admit() => admitted?,
-            }
+            self.admitted(stop).await?;
             let fetched = tokio::select! {
                 biased;
                 // Abandoning a page fetch loses nothing: the page is not stored yet.
@@ -553,11 +558,7 @@ impl SyncEngine {
         })?;
         let mut rounds = 0;
         loop {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Err(Stop::Cancelled),
-                admitted = self.breaker.admit() => admitted?,
-            }
+            self.admitted(stop).await?;
             let result = tokio::select! {
                 biased;
                 _ = hard.cancelled() => return Err(Stop::Cancelled),
@@ -677,53 +678,39 @@ pub async fn retry_dead_letters(
 ) -> Result<RetryOutcome, SyncError> {
     let mut outcome = RetryOutcome::default();
     for letter in store.dead_letters(tenant, false).await? {
-        match letter.stage {
-            Stage::Sync => {
-                let result = match CampaignId::parse(&letter.campaign_id) {
-                    Ok(id) => client.sync_campaign(&id).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                match result {
+        // Ok(true): resolved now; Ok(false): valid now, the next sync stores it; Err: why not.
+        let result: Result<bool, String> = match letter.stage {
+            Stage::Sync => match CampaignId::parse(&letter.campaign_id) {
+                Ok(id) => match client.sync_campaign(&id).await {
                     Ok(_) => {
                         store
                             .mark_synced(tenant, letter.run_id, &letter.campaign_id, Utc::now())
                             .await?;
-                        outcome.resolved += 1;
+                        Ok(true)
                     }
-                    Err(reason) => {
-                        let again = NewDeadLetter {
-                            campaign_id: letter.campaign_id.clone(),
-                            stage: Stage::Sync,
-                            payload: letter.payload.clone(),
-                            reason,
-                        };
-                        store
-                            .dead_letter(tenant, letter.run_id, &again, Utc::now())
-                            .await?;
-                        outcome.still_failing += 1;
-                    }
-                }
-            }
-            Stage::Validation => {
-                let parsed: Result<serde_json::Value, _> = serde_json::from_str(&letter.payload);
-                match parsed
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| Campaign::from_json(&v).map_err(|e| e.reason))
-                {
-                    Ok(_) => outcome.now_valid += 1,
-                    Err(reason) => {
-                        let again = NewDeadLetter {
-                            campaign_id: letter.campaign_id.clone(),
-                            stage: Stage::Validation,
-                            payload: letter.payload.clone(),
-                            reason,
-                        };
-                        store
-                            .dead_letter(tenant, letter.run_id, &again, Utc::now())
-                            .await?;
-                        outcome.still_failing += 1;
-                    }
-                }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            },
+            Stage::Validation => serde_json::from_str::<serde_json::Value>(&letter.payload)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Campaign::from_json(&v).map_err(|e| e.reason))
+                .map(|_| false),
+        };
+        match result {
+            Ok(true) => outcome.resolved += 1,
+            Ok(false) => outcome.now_valid += 1,
+            Err(reason) => {
+                let again = NewDeadLetter {
+                    campaign_id: letter.campaign_id.clone(),
+                    stage: letter.stage,
+                    payload: letter.payload.clone(),
+                    reason,
+                };
+                store
+                    .dead_letter(tenant, letter.run_id, &again, Utc::now())
+                    .await?;
+                outcome.still_failing += 1;
             }
         }
     }
