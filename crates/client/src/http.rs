@@ -188,7 +188,9 @@ where
     })
     .notify(|err, delay| {
         stats.retry(endpoint.label());
-        tracing::warn!(
+        // Expected weather on this platform: info, not warn. What is unexpected (a 429, a call
+        // that failed after all its retries, the circuit opening) is logged as a warning.
+        tracing::info!(
             endpoint = endpoint.label(),
             error = %err,
             retry_in_ms = delay.as_millis() as u64,
