@@ -1,8 +1,8 @@
-//! The SQLite side of [`crate::Store`]. Static, parameterized SQL only. Timestamps are stored
-//! as RFC 3339 text in UTC with microseconds ([`ts`]), budgets as exact decimal text.
+//! The SQLite side of [`crate::Store`]. Parameterized SQL only (static, but for the repeated
+//! placeholder groups of multi-row inserts). Timestamps are stored as RFC 3339 text in UTC with
+//! microseconds ([`ts`]), budgets as exact decimal text.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 
 use crate::{
@@ -121,72 +121,125 @@ pub async fn resume_run(
     Ok(())
 }
 
+/// Rows per multi-row statement: 500 x 12 parameters stays far below SQLite's limit of 32,766
+/// bound parameters. Bound VALUES insert about twice as fast as `json_each`; 500 beat 100, 200
+/// and 1000 in the store bench.
+const CHUNK: usize = 500;
+
+/// `head` + `n` copies of `row` separated by commas + `tail`. The only SQL built at run time:
+/// it repeats a fixed placeholder group, never a value.
+fn repeated(head: &str, row: &str, n: usize, tail: &str) -> sqlx::AssertSqlSafe<String> {
+    let mut sql = String::with_capacity(head.len() + (row.len() + 1) * n + tail.len());
+    sql.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(tail);
+    sqlx::AssertSqlSafe(sql)
+}
+
 pub async fn store_page(
     pool: &SqlitePool,
     b: &DedupedBatch<'_>,
 ) -> Result<PageOutcome, StoreError> {
     let batch = &b.batch;
-    let rows = rows_json(b);
     let observed = ts(batch.observed_at);
     let mut tx = pool.begin().await?;
-    // Campaigns this run had already stored, counted before the upsert.
-    let prior: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM campaigns
-         WHERE tenant_id = ?1 AND last_run_id = ?2
-           AND id IN (SELECT j.value ->> 'id' FROM json_each(?3) AS j)",
+    let resolve_letters: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM dead_letters
+         WHERE tenant_id = ?1 AND stage = 'validation' AND resolved = 0)",
     )
     .bind(batch.tenant)
-    .bind(batch.run)
-    .bind(&rows)
     .fetch_one(&mut *tx)
     .await?;
+    let mut prior = 0i64;
+    for chunk in b.campaigns.chunks(CHUNK) {
+        // Campaigns this run had already stored, counted before the upsert.
+        let sql = repeated(
+            "SELECT count(*) FROM campaigns WHERE tenant_id = ? AND last_run_id = ? AND id IN (",
+            "?",
+            chunk.len(),
+            ")",
+        );
+        let mut count = sqlx::query_scalar::<_, i64>(sql)
+            .bind(batch.tenant)
+            .bind(batch.run);
+        for c in chunk {
+            count = count.bind(c.id.as_str());
+        }
+        prior += count.fetch_one(&mut *tx).await?;
+
+        let sql = repeated(
+            "INSERT INTO campaigns (tenant_id, id, name, status, budget, impressions, clicks,
+                conversions, created_at, first_seen_at, updated_at, last_run_id) VALUES ",
+            "(?,?,?,?,?,?,?,?,?,?,?,?)",
+            chunk.len(),
+            " ON CONFLICT (tenant_id, id) DO UPDATE SET
+                name = excluded.name, status = excluded.status, budget = excluded.budget,
+                impressions = excluded.impressions, clicks = excluded.clicks,
+                conversions = excluded.conversions, created_at = excluded.created_at,
+                updated_at = excluded.updated_at, last_run_id = excluded.last_run_id",
+        );
+        let mut upsert = sqlx::query(sql);
+        for c in chunk {
+            upsert = upsert
+                .bind(batch.tenant)
+                .bind(c.id.as_str())
+                .bind(c.name.as_str())
+                .bind(c.status.as_str())
+                .bind(c.budget.to_string())
+                .bind(c.impressions)
+                .bind(c.clicks)
+                .bind(c.conversions)
+                .bind(ts(c.created_at))
+                .bind(observed.as_str())
+                .bind(observed.as_str())
+                .bind(batch.run);
+        }
+        upsert.execute(&mut *tx).await?;
+
+        let sql = repeated(
+            "INSERT INTO campaign_metrics (tenant_id, campaign_id, run_id, observed_at,
+                impressions, clicks, conversions) VALUES ",
+            "(?,?,?,?,?,?,?)",
+            chunk.len(),
+            " ON CONFLICT (tenant_id, campaign_id, run_id) DO UPDATE SET
+                observed_at = excluded.observed_at, impressions = excluded.impressions,
+                clicks = excluded.clicks, conversions = excluded.conversions",
+        );
+        let mut metrics = sqlx::query(sql);
+        for c in chunk {
+            metrics = metrics
+                .bind(batch.tenant)
+                .bind(c.id.as_str())
+                .bind(batch.run)
+                .bind(observed.as_str())
+                .bind(c.impressions)
+                .bind(c.clicks)
+                .bind(c.conversions);
+        }
+        metrics.execute(&mut *tx).await?;
+
+        if resolve_letters {
+            let sql = repeated(
+                "UPDATE dead_letters SET resolved = 1, resolved_at = ?
+                 WHERE tenant_id = ? AND stage = 'validation' AND resolved = 0
+                   AND campaign_id IN (",
+                "?",
+                chunk.len(),
+                ")",
+            );
+            let mut resolve = sqlx::query(sql).bind(observed.as_str()).bind(batch.tenant);
+            for c in chunk {
+                resolve = resolve.bind(c.id.as_str());
+            }
+            resolve.execute(&mut *tx).await?;
+        }
+    }
     let newly_stored = (b.campaigns.len() as i64 - prior).max(0) as u64;
-    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT, not to a join.
-    sqlx::query(
-        "INSERT INTO campaigns (tenant_id, id, name, status, budget, impressions, clicks,
-            conversions, created_at, first_seen_at, updated_at, last_run_id)
-         SELECT ?1, j.value ->> 'id', j.value ->> 'name', j.value ->> 'status',
-            j.value ->> 'budget', j.value ->> 'impressions', j.value ->> 'clicks',
-            j.value ->> 'conversions', j.value ->> 'created_at', ?2, ?2, ?3
-         FROM json_each(?4) AS j WHERE true
-         ON CONFLICT (tenant_id, id) DO UPDATE SET
-            name = excluded.name, status = excluded.status, budget = excluded.budget,
-            impressions = excluded.impressions, clicks = excluded.clicks,
-            conversions = excluded.conversions, created_at = excluded.created_at,
-            updated_at = excluded.updated_at, last_run_id = excluded.last_run_id",
-    )
-    .bind(batch.tenant)
-    .bind(&observed)
-    .bind(batch.run)
-    .bind(&rows)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO campaign_metrics (tenant_id, campaign_id, run_id, observed_at, impressions,
-            clicks, conversions)
-         SELECT ?1, j.value ->> 'id', ?3, ?2, j.value ->> 'impressions', j.value ->> 'clicks',
-            j.value ->> 'conversions'
-         FROM json_each(?4) AS j WHERE true
-         ON CONFLICT (tenant_id, campaign_id, run_id) DO UPDATE SET
-            observed_at = excluded.observed_at, impressions = excluded.impressions,
-            clicks = excluded.clicks, conversions = excluded.conversions",
-    )
-    .bind(batch.tenant)
-    .bind(&observed)
-    .bind(batch.run)
-    .bind(&rows)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE dead_letters SET resolved = 1, resolved_at = ?2
-         WHERE tenant_id = ?1 AND stage = 'validation' AND resolved = 0
-           AND campaign_id IN (SELECT j.value ->> 'id' FROM json_each(?3) AS j)",
-    )
-    .bind(batch.tenant)
-    .bind(&observed)
-    .bind(&rows)
-    .execute(&mut *tx)
-    .await?;
     for letter in batch.dead_letters {
         upsert_dead_letter(&mut tx, batch.tenant, batch.run, letter, &observed).await?;
     }
@@ -448,35 +501,4 @@ pub async fn heartbeat(pool: &SqlitePool, id: RunId, now: DateTime<Utc>) -> Resu
         .execute(pool)
         .await?;
     Ok(())
-}
-
-/// The campaigns as one JSON array, the single parameter of SQLite's bulk upsert (read with
-/// `json_each`): no limit on bound parameters per statement.
-fn rows_json(b: &DedupedBatch<'_>) -> String {
-    #[derive(Serialize)]
-    struct Row<'a> {
-        id: &'a str,
-        name: &'a str,
-        status: &'a str,
-        budget: String,
-        impressions: i64,
-        clicks: i64,
-        conversions: i64,
-        created_at: String,
-    }
-    let rows: Vec<Row<'_>> = b
-        .campaigns
-        .iter()
-        .map(|c| Row {
-            id: c.id.as_str(),
-            name: &c.name,
-            status: c.status.as_str(),
-            budget: c.budget.to_string(),
-            impressions: c.impressions,
-            clicks: c.clicks,
-            conversions: c.conversions,
-            created_at: ts(c.created_at),
-        })
-        .collect();
-    serde_json::to_string(&rows).expect("rows serialize")
 }

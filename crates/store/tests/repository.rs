@@ -32,6 +32,7 @@ on_both_databases!(
     one_running_run_per_tenant,
     duplicate_ids_within_a_page_collapse_to_the_last,
     tenants_are_isolated,
+    a_page_larger_than_one_statement_is_stored_whole_and_once,
 );
 
 fn campaign(id: &str, impressions: i64) -> Campaign {
@@ -351,4 +352,39 @@ async fn tenants_are_isolated(store: Store) {
     assert_eq!(store.campaign_count("a").await.unwrap(), 1);
     assert_eq!(store.campaign_count("b").await.unwrap(), 1);
     assert_eq!(store.latest_run("a").await.unwrap().unwrap().id, a.id);
+}
+
+async fn a_page_larger_than_one_statement_is_stored_whole_and_once(store: Store) {
+    // 1,234 rows span several multi-row statements on SQLite (500 rows each).
+    let run = store
+        .start_run("t", 2000, "test:1", Utc::now())
+        .await
+        .unwrap();
+    let big: Vec<_> = (0..1234)
+        .map(|i| campaign(&format!("c{i:04}"), i))
+        .collect();
+
+    let first = store
+        .store_page(&page("t", run.id, 1, Some(2), &big, &[]))
+        .await
+        .unwrap();
+    let again = store
+        .store_page(&page("t", run.id, 2, None, &big, &[]))
+        .await
+        .unwrap();
+
+    assert_eq!(first.newly_stored, 1234);
+    assert_eq!(
+        again.newly_stored, 0,
+        "every chunk knows what the run already stored"
+    );
+    assert_eq!(store.campaign_count("t").await.unwrap(), 1234);
+    assert_eq!(store.metrics_count("t").await.unwrap(), 1234);
+    assert_eq!(store.pending_syncs(run.id).await.unwrap().len(), 1234);
+    let stored = store.campaigns("t").await.unwrap();
+    assert_eq!(stored[1233].impressions, 1233);
+    assert_eq!(
+        store.run(run.id).await.unwrap().counters.campaigns_stored,
+        1234
+    );
 }
