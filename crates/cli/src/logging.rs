@@ -1,5 +1,7 @@
 //! Log setup shared by every subcommand: `-v`/`-q`, `--log-format pretty|json`, `RUST_LOG`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::{Args, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -26,6 +28,27 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Tells the user something in one line: a plain `adsync: ...` line on stderr, or a log
+/// event when logs are JSON (so stderr stays one JSON object per line).
+pub fn notice(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("adsync: {message}");
+    }
+}
+
+/// The one line a failed command ends with: plain text, or an error event with JSON logs.
+pub fn fatal(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("adsync: {message}");
+    }
+}
+
 /// Installs the global subscriber, writing to stderr. With `interactive` (a progress bar on
 /// the terminal) the default level is `warn`, so log lines do not tear the bar.
 pub fn init(args: &LogArgs, interactive: bool) -> anyhow::Result<()> {
@@ -49,7 +72,10 @@ pub fn init(args: &LogArgs, interactive: bool) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match args.log_format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => {
+            JSON.store(true, Ordering::Relaxed);
+            builder.json().flatten_event(true).try_init()
+        }
     };
     result.map_err(|e| anyhow::anyhow!("could not set up logging: {e}"))
 }

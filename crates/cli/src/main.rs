@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // One line: what failed and what to do. Detail went to the log at debug level.
-            eprintln!("adsync: {}", one_line(&format!("{err:#}")));
+            logging::fatal(&one_line(&format!("{err:#}")));
             ExitCode::from(1)
         }
     }

@@ -80,11 +80,11 @@ impl PlatformArgs {
                 let sim = Simulator::start_local(config)
                     .await
                     .context("could not start the built-in simulator")?;
-                eprintln!(
-                    "adsync: no --api-url given: using the built-in simulator at {} ({profile} behaviour, {} campaigns, time scale {scale}); set AD_PLATFORM_API_URL to sync a real platform",
+                crate::logging::notice(&format!(
+                    "no --api-url given: using the built-in simulator at {} ({profile} behaviour, {} campaigns, time scale {scale}); set AD_PLATFORM_API_URL to sync a real platform",
                     sim.url(),
                     self.sim_campaigns
-                );
+                ));
                 // The simulator's test account, unless the user brought credentials (then
                 // wrong ones fail as they would against a real platform).
                 let credentials = self.credentials()?.unwrap_or_else(|| Credentials {

@@ -74,7 +74,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write --summary-json {}", path.display()))?;
     }
     if let Some(error) = &report.error {
-        eprintln!("adsync: run {} {}: {error}", report.run_id, report.status);
+        crate::logging::notice(&format!("run {} {}: {error}", report.run_id, report.status));
     }
     Ok(ExitCode::from(report.exit_code()))
 }
@@ -106,7 +106,7 @@ async fn stop_on_signals(cancel: CancellationToken) {
             );
             cancel.cancel();
         } else {
-            eprintln!("adsync: quitting now; run adsync sync again to resume");
+            crate::logging::notice("quitting now; run adsync sync again to resume");
             std::process::exit(130);
         }
     }
