@@ -82,6 +82,31 @@ pub struct RunCounters {
     pub limiter_wait_seconds: f64,
 }
 
+impl RunCounters {
+    /// The counter columns of a `sync_runs` row, on either database (same names, `BIGINT` /
+    /// `INTEGER` and `DOUBLE PRECISION` / `REAL` both decode as `i64` and `f64`).
+    pub(crate) fn from_row<'r, R>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: sqlx::Row,
+        &'r str: sqlx::ColumnIndex<R>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Self {
+            pages: row.try_get("pages")?,
+            campaigns_seen: row.try_get("campaigns_seen")?,
+            campaigns_stored: row.try_get("campaigns_stored")?,
+            campaigns_synced: row.try_get("campaigns_synced")?,
+            dead_lettered: row.try_get("dead_lettered")?,
+            requests: row.try_get("requests")?,
+            retries: row.try_get("retries")?,
+            rate_limited: row.try_get("rate_limited")?,
+            token_refreshes: row.try_get("token_refreshes")?,
+            limiter_wait_seconds: row.try_get("limiter_wait_seconds")?,
+        })
+    }
+}
+
 /// A row of `sync_runs`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {

@@ -65,18 +65,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         resumes: row.try_get("resumes")?,
         owner: row.try_get("owner")?,
         heartbeat_at: opt_ts(row, "heartbeat_at")?,
-        counters: RunCounters {
-            pages: row.try_get("pages")?,
-            campaigns_seen: row.try_get("campaigns_seen")?,
-            campaigns_stored: row.try_get("campaigns_stored")?,
-            campaigns_synced: row.try_get("campaigns_synced")?,
-            dead_lettered: row.try_get("dead_lettered")?,
-            requests: row.try_get("requests")?,
-            retries: row.try_get("retries")?,
-            rate_limited: row.try_get("rate_limited")?,
-            token_refreshes: row.try_get("token_refreshes")?,
-            limiter_wait_seconds: row.try_get("limiter_wait_seconds")?,
-        },
+        counters: RunCounters::from_row(row)?,
         error: row.try_get("error")?,
     })
 }
