@@ -6,14 +6,13 @@
 
 use std::process::ExitCode;
 
-use adsync_client::{AdClient, ClientConfig, Credentials, RetryPolicy};
+use adsync_client::{AdClient, RetryPolicy};
 use adsync_domain::{Campaign, CampaignId, CampaignStatus, Money, RateLimit};
 use adsync_sim::{Profile, SimConfig, Simulator};
 use adsync_store::{PageBatch, RunStatus, Store};
 use adsync_sync::{BreakerConfig, SyncConfig, SyncEngine};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use secrecy::SecretString;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -116,16 +115,13 @@ async fn bench_sync(
         ..SimConfig::for_profile(Profile::Reference)
     })
     .await?;
-    let mut config = ClientConfig::new(
+    let client = AdClient::new(crate::platform::client_config(
         sim.url().parse()?,
-        Credentials {
-            email: adsync_sim::REFERENCE_EMAIL.into(),
-            password: SecretString::from(adsync_sim::REFERENCE_PASSWORD),
-        },
-    );
-    config.rate_limit = sim.config().effective_rate_limit();
-    config.retry = RetryPolicy::default().scaled(scale);
-    let client = AdClient::new(config)?;
+        crate::platform::simulator_account(),
+        rate_limit,
+        RetryPolicy::default(),
+        scale,
+    ))?;
     let tenant = format!("bench-{}-{campaigns}", std::process::id());
     let engine = SyncEngine::new(
         client,
@@ -134,10 +130,7 @@ async fn bench_sync(
             tenant,
             page_size,
             fresh: true,
-            breaker: BreakerConfig {
-                cooldown: BreakerConfig::default().cooldown.div_f64(scale),
-                ..BreakerConfig::default()
-            },
+            breaker: BreakerConfig::default().scaled(scale),
             ..SyncConfig::default()
         },
     );

@@ -87,23 +87,18 @@ impl PlatformArgs {
                 ));
                 // The simulator's test account, unless the user brought credentials (then
                 // wrong ones fail as they would against a real platform).
-                let credentials = self.credentials()?.unwrap_or_else(|| Credentials {
-                    email: adsync_sim::REFERENCE_EMAIL.into(),
-                    password: SecretString::from(adsync_sim::REFERENCE_PASSWORD),
-                });
+                let credentials = self.credentials()?.unwrap_or_else(simulator_account);
                 let url = sim.url().parse().expect("the simulator's URL parses");
                 (url, credentials, Some(sim), scale)
             }
         };
-        let mut config = ClientConfig::new(base_url, credentials);
-        config.client_id = self.client_id.clone();
-        config.rate_limit = self.rate_limit.scaled(scale);
-        config.request_timeout = self.request_timeout;
-        config.retry = RetryPolicy {
+        let retry = RetryPolicy {
             max_attempts: self.max_attempts.max(1),
             ..RetryPolicy::default()
-        }
-        .scaled(scale);
+        };
+        let mut config = client_config(base_url, credentials, self.rate_limit, retry, scale);
+        config.client_id = self.client_id.clone();
+        config.request_timeout = self.request_timeout;
         let client = AdClient::new(config)?;
         Ok(Platform {
             client,
@@ -152,6 +147,29 @@ impl PlatformArgs {
             ),
         }
     }
+}
+
+/// The built-in simulator's test account (only ever used against it).
+pub fn simulator_account() -> Credentials {
+    Credentials {
+        email: adsync_sim::REFERENCE_EMAIL.into(),
+        password: SecretString::from(adsync_sim::REFERENCE_PASSWORD),
+    }
+}
+
+/// A client configuration whose rate limit and retry delays are the platform's divided by
+/// `scale`: 1.0 for a real platform, the time scale of a simulator.
+pub fn client_config(
+    base_url: Url,
+    credentials: Credentials,
+    rate_limit: RateLimit,
+    retry: RetryPolicy,
+    scale: f64,
+) -> ClientConfig {
+    let mut config = ClientConfig::new(base_url, credentials);
+    config.rate_limit = rate_limit.scaled(scale);
+    config.retry = retry.scaled(scale);
+    config
 }
 
 /// `--database-url`, shared by every command that touches the database.

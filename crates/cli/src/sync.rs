@@ -43,10 +43,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
         page_size: args.page_size,
         fresh: args.fresh,
         sync_concurrency: args.sync_concurrency,
-        breaker: BreakerConfig {
-            cooldown: BreakerConfig::default().cooldown.div_f64(scale),
-            ..BreakerConfig::default()
-        },
+        breaker: BreakerConfig::default().scaled(scale),
         shutdown_grace: args.platform.request_timeout,
         ..SyncConfig::default()
     };

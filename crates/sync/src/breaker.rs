@@ -30,6 +30,17 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// The cool-down divided by `factor`, to match a time-scaled simulator (as
+    /// `RetryPolicy::scaled` does for retry delays).
+    pub fn scaled(self, factor: f64) -> Self {
+        Self {
+            cooldown: self.cooldown.div_f64(factor.max(1e-9)),
+            ..self
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed { failures: u32 },

@@ -34,8 +34,7 @@ fn client(sim: &Simulator, password: &str) -> AdClient {
         min_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(100),
         max_rate_limited: 3,
-    }
-    .scaled(1.0);
+    };
     AdClient::new(c).unwrap()
 }
 
