@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use adsync_client::{AdClient, RetryPolicy};
-use adsync_domain::{Campaign, CampaignId, CampaignStatus, Money, RateLimit};
+use adsync_domain::{Campaign, Money, RateLimit};
 use adsync_sim::{Profile, SimConfig, Simulator};
 use adsync_store::{PageBatch, RunStatus, Store};
 use adsync_sync::{BreakerConfig, SyncConfig, SyncEngine};
@@ -165,17 +165,22 @@ fn peak_rss() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// A campaign as the platform would send it, raw JSON included (the store writes it too).
 fn synthetic(n: usize, pass: i64) -> Campaign {
-    Campaign {
-        id: CampaignId::parse(&format!("campaign_{n}")).expect("valid id"),
-        name: format!("Campaign {n} — «ünïcødé» 'quoted'"),
-        status: CampaignStatus::Active,
-        budget: Money::from_cents(100_000 + n as i64 * 37).expect("valid money"),
-        impressions: 1000 * pass + n as i64,
-        clicks: 10 * pass + (n % 500) as i64,
-        conversions: pass + (n % 50) as i64,
-        created_at: Utc::now(),
-    }
+    let budget_cents = 100_000 + n as i64 * 37;
+    let record = serde_json::json!({
+        "id": format!("campaign_{n}"),
+        "name": format!("Campaign {n} — «ünïcødé» 'quoted'"),
+        "status": "active",
+        "budget": serde_json::Number::from_string_unchecked(
+            Money::from_cents(budget_cents).expect("valid money").to_string()
+        ),
+        "impressions": 1000 * pass + n as i64,
+        "clicks": 10 * pass + (n % 500) as i64,
+        "conversions": pass + (n % 50) as i64,
+        "created_at": Utc::now().to_rfc3339(),
+    });
+    Campaign::from_json(&record).expect("a valid synthetic campaign")
 }
 
 async fn bench_store(

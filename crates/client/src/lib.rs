@@ -23,7 +23,6 @@ use adsync_domain::{
 };
 use futures::{Stream, TryStreamExt, stream};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tracing::Instrument;
 use url::Url;
 
@@ -200,7 +199,10 @@ impl AdClient {
     }
 
     /// Every campaign record of every page, raw (validation is the caller's).
-    pub fn campaigns(&self, limit: u64) -> impl Stream<Item = Result<Value>> + use<> {
+    pub fn campaigns(
+        &self,
+        limit: u64,
+    ) -> impl Stream<Item = Result<Box<serde_json::value::RawValue>>> + use<> {
         self.pages(1, limit)
             .map_ok(|page| stream::iter(page.data.into_iter().map(Ok)))
             .try_flatten()

@@ -31,7 +31,7 @@ pub struct Token {
     /// Lifetime the server announced.
     pub expires_in: Duration,
     /// The server's `issued_at` (unix seconds), kept for logs.
-    pub issued_at: Option<f64>,
+    pub issued_at: Option<serde_json::Value>,
 }
 
 impl Token {
@@ -162,8 +162,9 @@ impl TokenManager {
             }
             Err(e) => return Err(e),
         };
-        let expires_in = Duration::try_from_secs_f64(body.expires_in)
-            .ok()
+        let expires_in = body
+            .expires_in_secs()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .filter(|d| !d.is_zero())
             .ok_or_else(|| Error::Malformed {
                 what: "auth",
@@ -183,13 +184,13 @@ impl TokenManager {
             received_at,
             refresh_at: received_at + expires_in - margin,
             expires_in,
-            issued_at: body.issued_at,
+            issued_at: body.issued_at.clone(),
         });
         self.stats.token_refresh();
         tracing::info!(
             generation,
             expires_in_s = expires_in.as_secs_f64(),
-            issued_at = body.issued_at,
+            issued_at = ?body.issued_at,
             "obtained access token"
         );
         *self.current.write().expect("token lock") = Some(token.clone());

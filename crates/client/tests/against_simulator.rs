@@ -19,7 +19,12 @@ async fn streams_every_campaign_of_the_reference_platform_through_its_503s() {
 
     let ids: HashSet<_> = campaigns
         .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .map(|c| {
+            serde_json::from_str::<serde_json::Value>(c.get()).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(ids.len(), 100);
     let stats = sim.stats();
@@ -44,7 +49,12 @@ async fn a_capped_limit_still_yields_every_campaign() {
 
     let ids: HashSet<_> = campaigns
         .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .map(|c| {
+            serde_json::from_str::<serde_json::Value>(c.get()).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(campaigns.len(), 53);
     assert_eq!(ids.len(), 53);
@@ -163,7 +173,12 @@ async fn the_chaos_profile_is_survived_call_by_call() {
     let synced = futures::stream::iter(campaigns.iter().take(40))
         .map(|c| {
             let client = client.clone();
-            let id = CampaignId::parse(c["id"].as_str().unwrap()).unwrap();
+            let id = CampaignId::parse(
+                serde_json::from_str::<serde_json::Value>(c.get()).unwrap()["id"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
             async move { client.sync_campaign(&id).await }
         })
         .buffer_unordered(8)

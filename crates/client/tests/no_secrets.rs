@@ -65,7 +65,14 @@ async fn trace_logs_errors_and_debug_output_hold_no_secret() {
     let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
     for c in campaigns.iter().take(15) {
         client
-            .sync_campaign(&CampaignId::parse(c["id"].as_str().unwrap()).unwrap())
+            .sync_campaign(
+                &CampaignId::parse(
+                    serde_json::from_str::<serde_json::Value>(c.get()).unwrap()["id"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap(),
+            )
             .await
             .unwrap();
     }

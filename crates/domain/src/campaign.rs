@@ -1,21 +1,24 @@
 //! A campaign as adsync stores it, and the validation that turns one raw API record into a
-//! [`Campaign`] or an [`InvalidCampaign`] whose reason goes to the dead-letter table.
+//! [`Campaign`] (its exact JSON text kept alongside) or an [`InvalidCampaign`] whose reason goes
+//! to the dead-letter table.
 
 use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
-use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde_json::Value;
+
+use crate::Money;
 
 /// Longest campaign id accepted, in bytes. Ids go into URL paths and primary keys.
 pub const MAX_ID_BYTES: usize = 128;
 /// Longest campaign name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 4096;
-/// Largest budget a `NUMERIC(15,2)` column holds, in cents (exclusive).
-pub const MAX_BUDGET_CENTS: i64 = 10_i64.pow(15);
+/// Longest status accepted, in bytes (an unknown status is stored verbatim, within reason).
+pub const MAX_STATUS_BYTES: usize = 64;
 
-/// A campaign id as the platform sends it (`campaign_1`): 1 to [`MAX_ID_BYTES`] bytes, no
-/// control characters.
+/// A campaign id as the platform sends it (`campaign_1`): 1 to [`MAX_ID_BYTES`] bytes. Ids go
+/// into URL paths, so nothing that could change the path's meaning is accepted: no `.` or
+/// `..`, no `/`, `\`, `%`, `?` or `#`, no control characters, no whitespace at either end.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CampaignId(String);
 
@@ -34,6 +37,20 @@ impl CampaignId {
         if s.chars().any(char::is_control) {
             return Err("id contains a control character".into());
         }
+        if s == "." || s == ".." {
+            return Err(format!("id {s:?} is a path segment, not an id"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| matches!(c, '/' | '\\' | '%' | '?' | '#'))
+        {
+            return Err(format!(
+                "id {s:?} contains {c:?}, which is not allowed in an id"
+            ));
+        }
+        if s.trim() != s {
+            return Err(format!("id {s:?} starts or ends with whitespace"));
+        }
         Ok(Self(s.to_owned()))
     }
 
@@ -49,8 +66,10 @@ impl fmt::Display for CampaignId {
     }
 }
 
-/// The statuses the platform is known to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A campaign's status. The three the platform documents are named; any other non-empty
+/// status is kept verbatim as [`CampaignStatus::Other`] (schema drift loses nothing), and the
+/// run counts it as a warning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CampaignStatus {
     /// Running.
     Active,
@@ -58,100 +77,58 @@ pub enum CampaignStatus {
     Paused,
     /// Ended.
     Completed,
+    /// A status adsync does not know yet, exactly as sent.
+    Other(String),
 }
 
 impl CampaignStatus {
+    /// Validates a status: 1 to [`MAX_STATUS_BYTES`] bytes, no control characters. Unknown
+    /// values are accepted as [`CampaignStatus::Other`].
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "active" => Self::Active,
+            "paused" => Self::Paused,
+            "completed" => Self::Completed,
+            "" => return Err("status is empty".into()),
+            s if s.len() > MAX_STATUS_BYTES => {
+                return Err(format!(
+                    "status is {} bytes long (at most {MAX_STATUS_BYTES})",
+                    s.len()
+                ));
+            }
+            s if s.chars().any(char::is_control) => {
+                return Err("status contains a control character".into());
+            }
+            other => Self::Other(other.to_owned()),
+        })
+    }
+
     /// The wire and storage spelling.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Active => "active",
             Self::Paused => "paused",
             Self::Completed => "completed",
+            Self::Other(s) => s,
         }
+    }
+
+    /// Whether this is one of the documented statuses.
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Self::Other(_))
     }
 }
 
 impl FromStr for CampaignStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(Self::Active),
-            "paused" => Ok(Self::Paused),
-            "completed" => Ok(Self::Completed),
-            other => Err(format!(
-                "unknown status {other:?} (expected active, paused or completed)"
-            )),
-        }
+        Self::parse(s)
     }
 }
 
 impl fmt::Display for CampaignStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// An amount of money, exact to the cent, never a float. Non-negative and below
-/// [`MAX_BUDGET_CENTS`] so that it fits `NUMERIC(15,2)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Money {
-    cents: i64,
-}
-
-impl Money {
-    /// From whole cents.
-    pub fn from_cents(cents: i64) -> Result<Self, String> {
-        if cents < 0 {
-            return Err("budget is negative".into());
-        }
-        if cents >= MAX_BUDGET_CENTS {
-            return Err("budget is too large for NUMERIC(15,2)".into());
-        }
-        Ok(Self { cents })
-    }
-
-    /// From the exact text of a JSON number (`1100`, `1100.5`, `1100.50`, `1.1e3`). More than two
-    /// decimal places is an error, not a rounding.
-    pub fn parse_json_number(text: &str) -> Result<Self, String> {
-        let d = if text.contains(['e', 'E']) {
-            Decimal::from_scientific(text)
-        } else {
-            Decimal::from_str(text)
-        }
-        .map_err(|_| format!("budget {text} is not a decimal amount"))?
-        .normalize();
-        if d.scale() > 2 {
-            return Err(format!("budget {text} has more than two decimal places"));
-        }
-        // Scale <= 2, so d * 100 is a whole number; to_i64 fails only when it does not fit.
-        let cents = (d * Decimal::ONE_HUNDRED)
-            .to_i64()
-            .ok_or_else(|| format!("budget {text} is too large"))?;
-        Self::from_cents(cents).map_err(|e| format!("{e}: {text}"))
-    }
-
-    /// Whole cents.
-    pub fn cents(self) -> i64 {
-        self.cents
-    }
-
-    /// As a decimal with two places, for `NUMERIC` columns.
-    pub fn to_decimal(self) -> Decimal {
-        Decimal::new(self.cents, 2)
-    }
-}
-
-impl fmt::Display for Money {
-    /// Always two decimals: `1100.00`, `12.50`. This is also the exact text stored in SQLite.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:02}", self.cents / 100, self.cents % 100)
-    }
-}
-
-impl FromStr for Money {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse_json_number(s.trim())
     }
 }
 
@@ -162,7 +139,7 @@ pub struct Campaign {
     pub id: CampaignId,
     /// Any Unicode but NUL, quotes and newlines included, kept byte for byte.
     pub name: String,
-    /// Known status.
+    /// Status; an unknown one is kept verbatim.
     pub status: CampaignStatus,
     /// Exact budget.
     pub budget: Money,
@@ -174,6 +151,9 @@ pub struct Campaign {
     pub conversions: i64,
     /// When the platform created the campaign.
     pub created_at: DateTime<Utc>,
+    /// The record exactly as received (JSON text), so fields adsync does not model yet are
+    /// kept (`campaigns.raw`).
+    pub raw: String,
 }
 
 /// A raw record that is not a valid campaign, with every reason found.
@@ -187,9 +167,22 @@ pub struct InvalidCampaign {
 }
 
 impl Campaign {
-    /// Validates one record of a campaigns page. Extra fields are ignored; every problem is
-    /// reported, not only the first.
-    pub fn from_json(raw: &Value) -> Result<Campaign, InvalidCampaign> {
+    /// Validates one record of a campaigns page from its exact JSON text, which is kept as
+    /// [`Campaign::raw`]. Every problem is reported, not only the first.
+    pub fn from_json_text(text: &str) -> Result<Campaign, InvalidCampaign> {
+        let value: Value = serde_json::from_str(text).map_err(|e| InvalidCampaign {
+            id: None,
+            reason: format!("record is not JSON ({e})"),
+        })?;
+        Self::validate(&value, text.to_owned())
+    }
+
+    /// Validates one record already parsed; its raw text is the value serialized again.
+    pub fn from_json(value: &Value) -> Result<Campaign, InvalidCampaign> {
+        Self::validate(value, value.to_string())
+    }
+
+    fn validate(raw: &Value, raw_text: String) -> Result<Campaign, InvalidCampaign> {
         let mut problems: Vec<String> = Vec::new();
         let Some(obj) = raw.as_object() else {
             return Err(InvalidCampaign {
@@ -233,7 +226,7 @@ impl Campaign {
             }
         };
         let status = match obj.get("status") {
-            Some(Value::String(s)) => s.parse().map_err(|e| problems.push(e)).ok(),
+            Some(Value::String(s)) => CampaignStatus::parse(s).map_err(|e| problems.push(e)).ok(),
             Some(other) => {
                 problems.push(format!("status is {} rather than a string", kind(other)));
                 None
@@ -328,6 +321,7 @@ impl Campaign {
                 clicks,
                 conversions,
                 created_at,
+                raw: raw_text,
             }),
             _ => Err(InvalidCampaign {
                 id: raw_id,
@@ -373,32 +367,6 @@ mod tests {
     }
 
     #[test]
-    fn budgets_are_exact_to_the_cent() {
-        for (text, cents) in [
-            ("0", 0),
-            ("0.1", 10),
-            ("1100.50", 110_050),
-            ("19.99", 1999),
-            ("1.1e3", 110_000),
-            ("9999999999999.99", 999_999_999_999_999),
-            ("0.30", 30),
-        ] {
-            assert_eq!(
-                Money::parse_json_number(text).unwrap().cents(),
-                cents,
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn budgets_that_would_need_rounding_or_do_not_fit_are_refused() {
-        for text in ["10.005", "-1", "10000000000000", "1e20", "abc"] {
-            assert!(Money::parse_json_number(text).is_err(), "{text}");
-        }
-    }
-
-    #[test]
     fn a_budget_keeps_its_cents_through_json_parsing() {
         let mut v = reference();
         v["budget"] = serde_json::from_str("1234567890123.45").unwrap();
@@ -416,14 +384,13 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported() {
-        let v = json!({"id": "c1", "name": "a\u{0}b", "status": "archived", "budget": -5,
+        let v = json!({"id": "c1", "name": "a\u{0}b", "status": "", "budget": -5,
                        "impressions": -1, "clicks": 1.5, "created_at": "yesterday"});
         let err = Campaign::from_json(&v).unwrap_err();
         assert_eq!(err.id.as_deref(), Some("c1"));
         for needle in [
             "NUL byte",
-            "unknown status",
-            "budget is negative",
+            "budget -5 is negative",
             "impressions is negative",
             "clicks is 1.5",
             "conversions is missing",
@@ -454,13 +421,40 @@ mod tests {
         assert!(Campaign::from_json(&json!([1])).is_err());
     }
 
-    proptest! {
-        #[test]
-        fn money_round_trips_through_its_text(cents in 0i64..MAX_BUDGET_CENTS) {
-            let m = Money::from_cents(cents).unwrap();
-            prop_assert_eq!(Money::parse_json_number(&m.to_string()).unwrap(), m);
-        }
+    #[test]
+    fn an_unknown_status_is_kept_verbatim_and_flagged() {
+        let mut v = reference();
+        v["status"] = json!("archived_v2");
+        let c = Campaign::from_json(&v).unwrap();
+        assert_eq!(c.status.as_str(), "archived_v2");
+        assert!(!c.status.is_known());
+        assert!(Campaign::from_json(&reference()).unwrap().status.is_known());
+        v["status"] = json!("x".repeat(MAX_STATUS_BYTES + 1));
+        assert!(Campaign::from_json(&v).is_err());
+    }
 
+    #[test]
+    fn the_raw_text_is_kept_byte_for_byte_with_fields_adsync_does_not_model() {
+        let text = r#"{"id":"campaign_1","name":"Campaign 1","status":"active","budget":1100.50,"impressions":1,"clicks":0,"conversions":0,"created_at":"2024-12-11T10:30:00.000Z","bid_strategy":{"kind":"cpc","max":0.10}}"#;
+        let c = Campaign::from_json_text(text).unwrap();
+        assert_eq!(c.raw, text);
+        assert_eq!(c.budget.to_string(), "1100.50");
+        assert!(Campaign::from_json_text("{not json").is_err());
+    }
+
+    #[test]
+    fn ids_that_could_change_a_url_path_are_refused() {
+        for bad in [
+            ".", "..", "a/b", "../x", "a\\b", "50%", "a?b", "a#b", " a", "a ", "",
+        ] {
+            assert!(CampaignId::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["campaign_1", "act-123.4", "广告 1", "a b", "...", "a..b"] {
+            assert!(CampaignId::parse(good).is_ok(), "{good:?}");
+        }
+    }
+
+    proptest! {
         #[test]
         fn any_name_without_nul_survives_validation(name in "[^\u{0}]{0,200}") {
             let mut v = reference();

@@ -2,9 +2,10 @@
 //! deserializes them; the simulator produces them.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
-/// `POST /auth/token`, 200.
+/// `POST /auth/token`, 200. The lifetime fields are kept as sent (any JSON): the client
+/// interprets them, clamps absurd values and never does unchecked arithmetic on them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     /// The bearer token. Callers wrap it in a secret at once.
@@ -12,19 +13,40 @@ pub struct TokenResponse {
     /// Always `Bearer`.
     #[serde(default)]
     pub token_type: Option<String>,
-    /// Seconds the token lives from `issued_at`.
-    pub expires_in: f64,
-    /// Unix seconds at which the server issued the token.
+    /// Seconds the token lives from `issued_at`: a number (or a numeric string on some
+    /// platforms); see [`TokenResponse::expires_in_secs`].
     #[serde(default)]
-    pub issued_at: Option<f64>,
+    pub expires_in: Value,
+    /// Unix seconds at which the server issued the token; informational only.
+    #[serde(default)]
+    pub issued_at: Option<Value>,
 }
 
-/// `GET /api/campaigns`, 200. Records stay raw JSON so that one bad record can be
-/// dead-lettered without losing the page.
+impl TokenResponse {
+    /// `expires_in` in seconds when it is a finite number or numeric string (it may still be
+    /// negative, zero or absurdly large: the caller clamps it).
+    pub fn expires_in_secs(&self) -> Option<f64> {
+        number(&self.expires_in)
+    }
+}
+
+/// A finite number, or a string holding one.
+fn number(v: &Value) -> Option<f64> {
+    let n = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+/// `GET /api/campaigns`, 200. Records stay raw JSON text, exactly as received, so that one
+/// bad record can be dead-lettered without losing the page and a good one is stored with
+/// every field it had (`campaigns.raw`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CampaignPage {
-    /// The campaigns of this page, unvalidated.
-    pub data: Vec<Value>,
+    /// The campaigns of this page, unvalidated, byte for byte.
+    pub data: Vec<Box<RawValue>>,
     /// Where this page sits.
     pub pagination: Pagination,
 }
@@ -36,10 +58,11 @@ pub struct Pagination {
     pub page: u64,
     /// Page size the server actually used (it may cap what was asked for).
     pub limit: u64,
-    /// Total campaigns, when the server says.
+    /// Total campaigns, when the server says. It can move while a run pages (drift).
     #[serde(default)]
     pub total: Option<u64>,
-    /// Whether another page follows. The only reliable end-of-list signal.
+    /// Whether another page follows, as the server claims. Not to be followed blindly: the
+    /// reference server computes it as `page < 10` whatever `limit` is.
     pub has_more: bool,
 }
 
@@ -89,14 +112,10 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// `retry_after` in seconds, when it is a non-negative number or numeric string.
+    /// `retry_after` in seconds, when it is a finite, non-negative number or numeric string
+    /// (it may still be absurdly large: the caller clamps it).
     pub fn retry_after_secs(&self) -> Option<f64> {
-        let v = match self.retry_after.as_ref()? {
-            Value::Number(n) => n.as_f64()?,
-            Value::String(s) => s.trim().parse().ok()?,
-            _ => return None,
-        };
-        (v.is_finite() && v >= 0.0).then_some(v)
+        number(self.retry_after.as_ref()?).filter(|v| *v >= 0.0)
     }
 
     /// `error: message`, or whichever of the two is present.

@@ -45,6 +45,7 @@ fn campaign(id: &str, impressions: i64) -> Campaign {
         clicks: impressions / 10,
         conversions: 1,
         created_at: Utc.with_ymd_and_hms(2024, 12, 11, 10, 30, 0).unwrap(),
+        raw: format!(r#"{{"id":"{id}","impressions":{impressions},"extra":{{"k":[1,2]}}}}"#),
     }
 }
 

@@ -636,12 +636,12 @@ async fn timed<T, E>(call: impl Future<Output = Result<T, E>>) -> Result<(T, Dur
 /// by its position (`page 3 #7`).
 pub(crate) fn validate_page(
     page: u64,
-    records: &[serde_json::Value],
+    records: &[Box<serde_json::value::RawValue>],
 ) -> (Vec<Campaign>, Vec<NewDeadLetter>) {
     let mut valid = Vec::with_capacity(records.len());
     let mut dead = Vec::new();
     for (i, raw) in records.iter().enumerate() {
-        match Campaign::from_json(raw) {
+        match Campaign::from_json_text(raw.get()) {
             Ok(c) => valid.push(c),
             Err(invalid) => dead.push(NewDeadLetter {
                 campaign_id: invalid
@@ -649,7 +649,7 @@ pub(crate) fn validate_page(
                     .filter(|id| CampaignId::parse(id).is_ok())
                     .unwrap_or_else(|| format!("page {page} #{i}")),
                 stage: Stage::Validation,
-                payload: raw.to_string(),
+                payload: raw.get().to_owned(),
                 reason: invalid.reason,
             }),
         }
