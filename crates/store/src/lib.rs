@@ -1,17 +1,28 @@
 //! adsync's storage: one repository, [`Store`], over PostgreSQL (production) and SQLite (the
 //! embedded default), with embedded migrations, parameterized SQL only, and the run checkpoint.
 //!
-//! A page of campaigns is stored by [`Store::store_page`] in one transaction: the campaigns
-//! upsert (keyed by tenant and id, marking each row with the run that stored it), one
-//! `campaign_metrics` row per campaign for the run, the run's next page and counters, and the
-//! page's dead letters. A campaign's `synced_run_id` records the run whose sync call succeeded
-//! for it, so the checkpoint of a run is `next_page` plus the campaigns it stored and has not
-//! synced. So whatever is in the database is consistent with the checkpoint that describes it,
-//! whenever the process dies.
+//! **Ownership.** A run is written only by the holder of its [`Lease`]: [`Store::create_run`]
+//! or [`Store::take_over`] grants one (owner, fencing epoch, expiry), [`Store::renew`] keeps it,
+//! and every write of the run checks the epoch in the same transaction (on PostgreSQL the check
+//! locks the run's row; SQLite writes are `BEGIN IMMEDIATE`), so a process that lost its lease
+//! writes nothing ([`StoreError::LeaseLost`]).
+//!
+//! **Checkpoint.** A page is stored by [`Store::store_page`] in one transaction: the campaigns
+//! upsert (raw record included; `removed_at` cleared), one `campaign_metrics` row per campaign
+//! for the run, the ids the page listed (`listing_seen`), dead letters, warnings, and the
+//! listing cursor. When the cursor says the listing is complete, the same transaction marks
+//! every campaign of the tenant that the last pass did not list as removed. A campaign's
+//! `synced_run_id` records the run whose sync call succeeded for it, so the checkpoint of a
+//! run is its cursor plus the campaigns it stored and has not synced. Whatever is in the
+//! database is consistent with the checkpoint that describes it, whenever the process dies.
+//!
+//! **Counters** that can be derived from rows (stored, synced, dead letters, warnings) are
+//! derived, and frozen when the run ends ([`Store::finish_run`]).
 
 mod error;
 mod model;
 mod pg;
+mod sql;
 mod sqlite;
 
 use std::{str::FromStr, time::Duration};
@@ -19,14 +30,15 @@ use std::{str::FromStr, time::Duration};
 use chrono::{DateTime, Utc};
 use sqlx::{
     PgPool, SqlitePool,
-    postgres::PgPoolOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 pub use error::{StoreError, redact_url};
 pub use model::{
-    DeadLetter, NewDeadLetter, PageBatch, PageOutcome, RunCounters, RunRecord, RunStatus, Stage,
-    StoredCampaign,
+    DeadLetter, Lease, ListingCursor, NewDeadLetter, PageBatch, PageOutcome, Resolution,
+    RunCounters, RunEnd, RunEnding, RunRecord, RunStatus, RunWarning, Stage, StopReason,
+    StoredCampaign, StoredWarning,
 };
 
 /// Migrations, embedded in the binary and applied at connect.
@@ -37,6 +49,41 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// The run id type (a `BIGSERIAL` / `INTEGER PRIMARY KEY`).
 pub type RunId = i64;
 
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// PostgreSQL `statement_timeout` for every session: a held lock or a runaway query
+    /// fails the statement (a transient error, so the run stops as interrupted and resumes)
+    /// instead of hanging the run.
+    pub statement_timeout: Duration,
+    /// PostgreSQL pool size.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(30),
+            // A sync run needs one connection for pages and a few for sync results; the
+            // service shares this pool between tenants.
+            max_connections: 8,
+        }
+    }
+}
+
+/// A new run to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Page size asked for.
+    pub page_size: u64,
+    /// Where the data comes from (base URL, or `simulator`).
+    pub platform: &'a str,
+    /// Who works on it (`host:pid`).
+    pub owner: &'a str,
+}
+
 /// A connection pool to one database, PostgreSQL or SQLite. Cheap to clone (pools are shared).
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -46,23 +93,43 @@ pub enum Store {
     Sqlite(SqlitePool),
 }
 
+/// Calls the backend's function of the same name with the pool first.
+macro_rules! dispatch {
+    ($self:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $self {
+            Store::Postgres(p) => pg::$f(p, $($arg),*).await,
+            Store::Sqlite(p) => sqlite::$f(p, $($arg),*).await,
+        }
+    };
+}
+
 impl Store {
+    /// Connects with the default [`StoreOptions`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, &StoreOptions::default()).await
+    }
+
     /// Connects to `postgres://...` or `sqlite://...` and applies migrations. A SQLite file is
     /// created if missing. Fails within seconds, with the URL's password hidden, when the
     /// database cannot be reached.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let timeout = format!("{}ms", options.statement_timeout.as_millis().max(1));
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::connect(url, &e))?
+                .options([
+                    ("statement_timeout", timeout.as_str()),
+                    ("idle_in_transaction_session_timeout", timeout.as_str()),
+                ]);
             let pool = PgPoolOptions::new()
-                // A sync run needs one connection for pages and a few for concurrent sync
-                // results; the service will share this pool between tenants.
-                .max_connections(8)
+                .max_connections(options.max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
+                .connect_with(connect)
                 .await
                 .map_err(|e| StoreError::connect(url, &e))?;
             Store::Postgres(pool)
         } else if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)
+            let connect = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::connect(url, &e))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -71,10 +138,11 @@ impl Store {
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
                 // SQLite has one writer at a time; one connection turns lock contention
-                // (SQLITE_BUSY on upgrade from a read) into plain queueing in the pool.
+                // into plain queueing in the pool (and writes are BEGIN IMMEDIATE, so two
+                // processes on one file queue on the busy timeout instead of deadlocking).
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
+                .connect_with(connect)
                 .await
                 .map_err(|e| StoreError::connect(url, &e))?;
             Store::Sqlite(pool)
@@ -110,144 +178,135 @@ impl Store {
         }
     }
 
-    /// Starts a run for `tenant`, owned by `owner` (`host:pid`). Fails with
+    // ---- Runs and their leases ---------------------------------------------------------
+
+    /// Starts a run, leased to `run.owner` for `ttl`. Fails with
     /// [`StoreError::RunInProgress`] while another run of the tenant is `running`.
-    pub async fn start_run(
+    pub async fn create_run(
         &self,
-        tenant: &str,
-        page_size: u64,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RunRecord, StoreError> {
-        let id = match self {
-            Store::Postgres(p) => pg::start_run(p, tenant, page_size, owner, now).await,
-            Store::Sqlite(p) => sqlite::start_run(p, tenant, page_size, owner, now).await,
-        }
-        .map_err(|e| StoreError::unique_violation_as_running(e, tenant))?;
-        self.run(id).await
+        run: NewRun<'_>,
+        ttl: Duration,
+    ) -> Result<(RunRecord, Lease), StoreError> {
+        let (id, epoch) = dispatch!(self, create_run(&run, ttl))
+            .map_err(|e| StoreError::unique_violation_as_running(e, run.tenant))?;
+        let lease = Lease {
+            run: id,
+            tenant: run.tenant.to_owned(),
+            epoch,
+            owner: run.owner.to_owned(),
+        };
+        Ok((self.run(id).await?, lease))
     }
 
-    /// One run by id.
+    /// Takes a run over for `owner`: an `interrupted` run, or a `running` one whose lease has
+    /// expired (its owner died or stopped renewing). One statement decides, so of two
+    /// processes that try at once exactly one gets `Some`. The epoch grows by one.
+    pub async fn take_over(
+        &self,
+        run: RunId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
+        let Some((tenant, epoch)) = dispatch!(self, take_over(run, owner, ttl))? else {
+            return Ok(None);
+        };
+        let lease = Lease {
+            run,
+            tenant,
+            epoch,
+            owner: owner.to_owned(),
+        };
+        Ok(Some((self.run(run).await?, lease)))
+    }
+
+    /// Extends the lease by `ttl` from now, and records the heartbeat. Fails with
+    /// [`StoreError::LeaseLost`] when another process took the run over.
+    pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        dispatch!(self, renew(lease, ttl))
+    }
+
+    /// Ends a resumable run that nobody holds (`interrupted`, or `running` with an expired
+    /// lease) as `failed` with `reason` (`--fresh`). Returns whether it did.
+    pub async fn abandon(&self, run: RunId, reason: &str) -> Result<bool, StoreError> {
+        dispatch!(self, abandon(run, reason))
+    }
+
+    /// Ends the run: adds this process's counters and time, derives the row counters
+    /// (stored, synced, dead letters, warnings) and freezes them, decides the status (see
+    /// [`RunEnding`]), drops the run's listing sets and releases the lease. Fenced.
+    pub async fn finish_run(&self, lease: &Lease, end: &RunEnd) -> Result<RunRecord, StoreError> {
+        dispatch!(self, finish_run(lease, end))?;
+        self.run(lease.run).await
+    }
+
+    /// One run by id (counters of an open run derived live from rows).
     pub async fn run(&self, id: RunId) -> Result<RunRecord, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::run(p, id).await,
-            Store::Sqlite(p) => sqlite::run(p, id).await,
-        }
+        dispatch!(self, run(id))?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
     }
 
     /// The tenant's latest run, if any.
     pub async fn latest_run(&self, tenant: &str) -> Result<Option<RunRecord>, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::latest_run(p, tenant).await,
-            Store::Sqlite(p) => sqlite::latest_run(p, tenant).await,
-        }
+        Ok(self.runs(tenant, 1).await?.into_iter().next())
     }
 
-    /// The run to continue: the tenant's latest run when it is `interrupted`, or `running`
-    /// (a process that died without marking it).
-    pub async fn resumable_run(&self, tenant: &str) -> Result<Option<RunRecord>, StoreError> {
-        Ok(self
-            .latest_run(tenant)
-            .await?
-            .filter(|r| matches!(r.status, RunStatus::Running | RunStatus::Interrupted)))
+    /// The tenant's runs, newest first, at most `limit`.
+    pub async fn runs(&self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        dispatch!(self, runs(tenant, limit))
     }
 
-    /// Marks a resumable run `running` again under `owner` and counts the resume.
-    pub async fn resume_run(
+    /// The warnings recorded on a run.
+    pub async fn run_warnings(&self, run: RunId) -> Result<Vec<StoredWarning>, StoreError> {
+        dispatch!(self, run_warnings(run))
+    }
+
+    // ---- Pages, syncs and dead letters of a leased run ---------------------------------
+
+    /// Stores one page in one transaction (see the crate docs). Fenced by `lease`.
+    pub async fn store_page(
         &self,
-        id: RunId,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RunRecord, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::resume_run(p, id, owner, now).await,
-            Store::Sqlite(p) => sqlite::resume_run(p, id, owner, now).await,
-        }?;
-        self.run(id).await
-    }
-
-    /// The owner of a run says it is alive.
-    pub async fn heartbeat(&self, id: RunId, now: DateTime<Utc>) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(p) => pg::heartbeat(p, id, now).await,
-            Store::Sqlite(p) => sqlite::heartbeat(p, id, now).await,
-        }
-    }
-
-    /// Stores one page in one transaction: valid campaigns upserted and marked as stored by
-    /// the run (duplicates within the page collapse to the last one), one metrics row each
-    /// for this run, the page's dead letters, and the run's next page and counters.
-    pub async fn store_page(&self, batch: &PageBatch<'_>) -> Result<PageOutcome, StoreError> {
+        lease: &Lease,
+        batch: &PageBatch<'_>,
+    ) -> Result<PageOutcome, StoreError> {
         let batch = batch.deduplicated();
-        match self {
-            Store::Postgres(p) => pg::store_page(p, &batch).await,
-            Store::Sqlite(p) => sqlite::store_page(p, &batch).await,
-        }
+        dispatch!(self, store_page(lease, &batch))
     }
 
-    /// Campaigns the run stored whose sync call has not succeeded yet, in page order.
+    /// What each pass of the run has listed so far: `(campaign id, pass)`, for a resumed
+    /// pager.
+    pub async fn listed(&self, run: RunId) -> Result<Vec<(String, u32)>, StoreError> {
+        dispatch!(self, listed(run))
+    }
+
+    /// Campaigns the run stored whose sync call has not succeeded yet, by id.
     pub async fn pending_syncs(&self, run: RunId) -> Result<Vec<String>, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::pending_syncs(p, run).await,
-            Store::Sqlite(p) => sqlite::pending_syncs(p, run).await,
-        }
+        dispatch!(self, pending_syncs(run))
     }
 
-    /// Records a successful sync call: `campaigns.synced_at` and `synced_run_id`, the run's
-    /// counter (once per campaign), and resolves a sync dead letter of the campaign.
-    /// Idempotent.
+    /// Records successful sync calls: `campaigns.synced_at` and `synced_run_id`, and resolves
+    /// sync dead letters of those campaigns. Idempotent; fenced.
     pub async fn mark_synced(
         &self,
-        tenant: &str,
-        run: RunId,
-        campaign_id: &str,
+        lease: &Lease,
+        campaign_ids: &[&str],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(p) => pg::mark_synced(p, tenant, run, campaign_id, at).await,
-            Store::Sqlite(p) => sqlite::mark_synced(p, tenant, run, campaign_id, at).await,
+        if campaign_ids.is_empty() {
+            return Ok(());
         }
+        dispatch!(self, mark_synced(lease, campaign_ids, at))
     }
 
-    /// Records (or re-records, counting attempts) a dead letter and bumps the run's counter.
+    /// Records (or re-records, counting attempts) a dead letter of the run. Fenced.
     pub async fn dead_letter(
         &self,
-        tenant: &str,
-        run: RunId,
+        lease: &Lease,
         letter: &NewDeadLetter,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(p) => pg::dead_letter(p, tenant, run, letter, at).await,
-            Store::Sqlite(p) => sqlite::dead_letter(p, tenant, run, letter, at).await,
-        }
+        dispatch!(self, dead_letter(lease, letter, at))
     }
 
-    /// Adds the client's counters of this process to the run (they accumulate over resumes).
-    pub async fn add_client_counters(
-        &self,
-        run: RunId,
-        counters: &RunCounters,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(p) => pg::add_client_counters(p, run, counters).await,
-            Store::Sqlite(p) => sqlite::add_client_counters(p, run, counters).await,
-        }
-    }
-
-    /// Ends a run with `status` (and an error text for `failed`/`interrupted`).
-    pub async fn finish_run(
-        &self,
-        run: RunId,
-        status: RunStatus,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(p) => pg::finish_run(p, run, status, error, at).await,
-            Store::Sqlite(p) => sqlite::finish_run(p, run, status, error, at).await,
-        }
-    }
+    // ---- Dead letters, outside any run ------------------------------------------------
 
     /// Dead letters of a tenant, newest failure first.
     pub async fn dead_letters(
@@ -255,41 +314,55 @@ impl Store {
         tenant: &str,
         include_resolved: bool,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::dead_letters(p, tenant, include_resolved).await,
-            Store::Sqlite(p) => sqlite::dead_letters(p, tenant, include_resolved).await,
-        }
+        dispatch!(self, dead_letters(tenant, include_resolved))
     }
 
-    /// Marks a dead letter resolved.
-    pub async fn resolve_dead_letter(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(p) => pg::resolve_dead_letter(p, id, at).await,
-            Store::Sqlite(p) => sqlite::resolve_dead_letter(p, id, at).await,
-        }
+    /// A retried sync call succeeded: the campaign's `synced_at` is set and the letter
+    /// resolved. Run counters are not touched (the run that failed it is over).
+    pub async fn resolve_synced_by_retry(
+        &self,
+        letter_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, resolve_synced_by_retry(letter_id, at))
     }
+
+    /// A retry failed again: one more attempt and the new reason. Run counters are not
+    /// touched.
+    pub async fn record_retry_failure(
+        &self,
+        letter_id: i64,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, record_retry_failure(letter_id, reason, at))
+    }
+
+    /// Dismisses unresolved dead letters of a tenant (`ids`, or all when empty). Returns how
+    /// many were dismissed.
+    pub async fn dismiss_dead_letters(
+        &self,
+        tenant: &str,
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self, dismiss_dead_letters(tenant, ids, at))
+    }
+
+    // ---- Reads ------------------------------------------------------------------------
 
     /// Every stored campaign of a tenant, by id.
     pub async fn campaigns(&self, tenant: &str) -> Result<Vec<StoredCampaign>, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::campaigns(p, tenant).await,
-            Store::Sqlite(p) => sqlite::campaigns(p, tenant).await,
-        }
+        dispatch!(self, campaigns(tenant))
     }
 
     /// Rows in `campaigns` for the tenant.
     pub async fn campaign_count(&self, tenant: &str) -> Result<i64, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::count(p, "campaigns", tenant).await,
-            Store::Sqlite(p) => sqlite::count(p, "campaigns", tenant).await,
-        }
+        dispatch!(self, count("campaigns", tenant))
     }
 
     /// Rows in `campaign_metrics` for the tenant.
     pub async fn metrics_count(&self, tenant: &str) -> Result<i64, StoreError> {
-        match self {
-            Store::Postgres(p) => pg::count(p, "campaign_metrics", tenant).await,
-            Store::Sqlite(p) => sqlite::count(p, "campaign_metrics", tenant).await,
-        }
+        dispatch!(self, count("campaign_metrics", tenant))
     }
 }

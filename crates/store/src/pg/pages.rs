@@ -1,0 +1,285 @@
+//! PostgreSQL: storing a page with its checkpoint, and recording sync calls. Pages travel as
+//! one typed array per column (UNNEST): no per-row parameters, no JSON to parse, and the
+//! budget goes over as NUMERIC, exact.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::letters::upsert_dead_letter;
+use crate::{Lease, PageOutcome, RunId, StoreError, model::DedupedBatch};
+
+pub async fn store_page(
+    pool: &PgPool,
+    lease: &Lease,
+    b: &DedupedBatch<'_>,
+) -> Result<PageOutcome, StoreError> {
+    let batch = &b.batch;
+    let cursor = &batch.cursor;
+    let mut tx = pool.begin().await?;
+    // The fence and the checkpoint in one statement: it locks the run's row, so a take-over
+    // waits for this transaction, and one that already happened leaves no row to update.
+    let moved = sqlx::query(
+        "UPDATE sync_runs SET next_page = $3, listing_pass = $4, reported_total = $5,
+            page_limit = $6, pass_total = $7, pass_drift = $8, drift_events = $9,
+            listing_done = $10, listing_complete = $11, pages = pages + $12,
+            campaigns_seen = campaigns_seen + $13
+         WHERE id = $1 AND lease_epoch = $2 AND status = 'running'",
+    )
+    .bind(lease.run)
+    .bind(lease.epoch)
+    .bind(cursor.next_page as i64)
+    .bind(cursor.pass as i32)
+    .bind(cursor.reported_total.map(|v| v as i64))
+    .bind(cursor.page_limit.map(|v| v as i64))
+    .bind(cursor.pass_total.map(|v| v as i64))
+    .bind(cursor.pass_drift)
+    .bind(cursor.drift_events as i32)
+    .bind(cursor.done)
+    .bind(cursor.done && cursor.complete)
+    .bind(i64::from(batch.counts_as_page))
+    .bind(batch.seen as i64)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost {
+            run: lease.run,
+            epoch: lease.epoch,
+        });
+    }
+    let mut outcome = upsert_campaigns(&mut tx, lease, b).await?;
+    if !b.listed.is_empty() {
+        sqlx::query(
+            "INSERT INTO listing_seen (run_id, campaign_id, pass)
+             SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
+             ON CONFLICT (run_id, campaign_id) DO UPDATE SET pass = EXCLUDED.pass",
+        )
+        .bind(lease.run)
+        .bind(&b.listed)
+        .bind(cursor.pass as i32)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for letter in batch.dead_letters {
+        upsert_dead_letter(&mut tx, &lease.tenant, lease.run, letter, batch.observed_at).await?;
+    }
+    record_warnings(&mut tx, lease.run, b, batch.observed_at).await?;
+    if cursor.done && cursor.complete {
+        outcome.removed = mark_removed(&mut tx, lease, cursor.pass, batch.observed_at).await?;
+    }
+    if outcome.removed > 0 || outcome.returned > 0 {
+        sqlx::query(
+            "UPDATE sync_runs SET campaigns_removed = campaigns_removed + $2,
+                campaigns_returned = campaigns_returned + $3
+             WHERE id = $1",
+        )
+        .bind(lease.run)
+        .bind(outcome.removed as i64)
+        .bind(outcome.returned as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    outcome.dead_lettered = batch.dead_letters.len() as u64;
+    Ok(outcome)
+}
+
+async fn upsert_campaigns(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    b: &DedupedBatch<'_>,
+) -> Result<PageOutcome, StoreError> {
+    let cs = &b.campaigns;
+    if cs.is_empty() {
+        return Ok(PageOutcome::default());
+    }
+    let ids: Vec<&str> = cs.iter().map(|c| c.id.as_str()).collect();
+    let names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
+    let statuses: Vec<&str> = cs.iter().map(|c| c.status.as_str()).collect();
+    let budgets: Vec<Decimal> = cs.iter().map(|c| c.budget.to_decimal()).collect();
+    let impressions: Vec<i64> = cs.iter().map(|c| c.impressions).collect();
+    let clicks: Vec<i64> = cs.iter().map(|c| c.clicks).collect();
+    let conversions: Vec<i64> = cs.iter().map(|c| c.conversions).collect();
+    let created: Vec<DateTime<Utc>> = cs.iter().map(|c| c.created_at).collect();
+    let raws: Vec<&str> = cs.iter().map(|c| c.raw.as_str()).collect();
+    let row = sqlx::query(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[],
+                $5::int8[], $6::int8[], $7::int8[], $8::timestamptz[], $9::text[])
+                AS x(id, name, status, budget, impressions, clicks, conversions, created_at, raw)
+        ), prior AS (
+            -- Read before the upsert (one snapshot for the whole statement): campaigns this
+            -- run had stored already, and campaigns coming back from removal.
+            SELECT count(*) FILTER (WHERE last_run_id = $11) AS mine,
+                   count(*) FILTER (WHERE removed_at IS NOT NULL) AS returning
+            FROM campaigns WHERE tenant_id = $10 AND id = ANY($1::text[])
+        ), upserted AS (
+            INSERT INTO campaigns AS c (tenant_id, id, name, status, budget, impressions, clicks,
+                conversions, created_at, first_seen_at, updated_at, last_run_id, raw, removed_at)
+            SELECT $10, id, name, status, budget, impressions, clicks, conversions, created_at,
+                $12, $12, $11, adsync_raw_jsonb(raw), NULL
+            FROM input
+            ON CONFLICT (tenant_id, id) DO UPDATE SET
+                name = EXCLUDED.name, status = EXCLUDED.status, budget = EXCLUDED.budget,
+                impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks,
+                conversions = EXCLUDED.conversions, created_at = EXCLUDED.created_at,
+                updated_at = EXCLUDED.updated_at, last_run_id = EXCLUDED.last_run_id,
+                raw = EXCLUDED.raw, removed_at = NULL
+        ), metrics AS (
+            INSERT INTO campaign_metrics (tenant_id, campaign_id, run_id, observed_at,
+                impressions, clicks, conversions)
+            SELECT $10, id, $11, $12, impressions, clicks, conversions FROM input
+            ON CONFLICT (tenant_id, campaign_id, run_id) DO UPDATE SET
+                observed_at = EXCLUDED.observed_at, impressions = EXCLUDED.impressions,
+                clicks = EXCLUDED.clicks, conversions = EXCLUDED.conversions
+        ), resolved AS (
+            UPDATE dead_letters SET resolved = TRUE, resolved_at = $12, resolution = 'stored'
+            WHERE tenant_id = $10 AND stage = 'validation' AND NOT resolved
+              AND campaign_id IN (SELECT id FROM input)
+        )
+        -- Data-modifying CTEs run to completion whether or not they are read.
+        SELECT (SELECT count(*) FROM input) - (SELECT mine FROM prior) AS newly,
+               (SELECT returning FROM prior) AS returned",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&statuses)
+    .bind(&budgets)
+    .bind(&impressions)
+    .bind(&clicks)
+    .bind(&conversions)
+    .bind(&created)
+    .bind(&raws)
+    .bind(&lease.tenant)
+    .bind(lease.run)
+    .bind(b.batch.observed_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(PageOutcome {
+        newly_stored: row.try_get::<i64, _>("newly")?.max(0) as u64,
+        returned: row.try_get::<i64, _>("returned")?.max(0) as u64,
+        ..PageOutcome::default()
+    })
+}
+
+async fn record_warnings(
+    tx: &mut PgConnection,
+    run: RunId,
+    b: &DedupedBatch<'_>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if b.warnings.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = b.warnings.iter().map(|w| w.0.as_str()).collect();
+    let messages: Vec<&str> = b.warnings.iter().map(|w| w.1.as_str()).collect();
+    let counts: Vec<i64> = b.warnings.iter().map(|w| w.2).collect();
+    sqlx::query(
+        "INSERT INTO run_warnings (run_id, kind, message, occurrences, first_seen_at)
+         SELECT $1, kind, message, n, $5 FROM UNNEST($2::text[], $3::text[], $4::int8[])
+             AS x(kind, message, n)
+         ON CONFLICT (run_id, kind) DO UPDATE
+         SET occurrences = run_warnings.occurrences + EXCLUDED.occurrences",
+    )
+    .bind(run)
+    .bind(&kinds)
+    .bind(&messages)
+    .bind(&counts)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The listing is complete: every campaign of the tenant that its last pass did not list is
+/// marked removed, and listing dead letters (pages that could not be used) are resolved.
+async fn mark_removed(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    pass: u32,
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let removed: i64 = sqlx::query_scalar(
+        "WITH gone AS (
+            UPDATE campaigns c SET removed_at = $3
+            WHERE c.tenant_id = $2 AND c.removed_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM listing_seen s
+                              WHERE s.run_id = $1 AND s.pass = $4 AND s.campaign_id = c.id)
+            RETURNING 1
+        ), listing AS (
+            UPDATE dead_letters SET resolved = TRUE, resolved_at = $3, resolution = 'listed'
+            WHERE tenant_id = $2 AND stage = 'listing' AND NOT resolved
+        )
+        SELECT count(*) FROM gone",
+    )
+    .bind(lease.run)
+    .bind(&lease.tenant)
+    .bind(at)
+    .bind(pass as i32)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(removed.max(0) as u64)
+}
+
+pub async fn listed(pool: &PgPool, run: RunId) -> Result<Vec<(String, u32)>, StoreError> {
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("SELECT campaign_id, pass FROM listing_seen WHERE run_id = $1")
+            .bind(run)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, pass)| (id, pass.max(1) as u32))
+        .collect())
+}
+
+pub async fn pending_syncs(pool: &PgPool, run: RunId) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM campaigns
+         WHERE tenant_id = (SELECT tenant_id FROM sync_runs WHERE id = $1)
+           AND last_run_id = $1 AND synced_run_id IS DISTINCT FROM $1
+         ORDER BY id",
+    )
+    .bind(run)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn mark_synced(
+    pool: &PgPool,
+    lease: &Lease,
+    ids: &[&str],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    // One statement: the fence (a locked run row, or none when the lease is gone) gates both
+    // updates, which read it.
+    let held: i64 = sqlx::query_scalar(
+        "WITH fence AS (
+            SELECT id FROM sync_runs
+            WHERE id = $1 AND lease_epoch = $2 AND status = 'running' FOR UPDATE
+        ), campaign AS (
+            UPDATE campaigns SET synced_at = $5,
+                synced_run_id = CASE WHEN last_run_id = $1 THEN $1 ELSE synced_run_id END
+            WHERE tenant_id = $3 AND id = ANY($4::text[]) AND EXISTS (SELECT 1 FROM fence)
+        ), letters AS (
+            UPDATE dead_letters SET resolved = TRUE, resolved_at = $5, resolution = 'synced'
+            WHERE tenant_id = $3 AND campaign_id = ANY($4::text[]) AND stage = 'sync'
+              AND NOT resolved AND EXISTS (SELECT 1 FROM fence)
+        )
+        SELECT count(*) FROM fence",
+    )
+    .bind(lease.run)
+    .bind(lease.epoch)
+    .bind(&lease.tenant)
+    .bind(ids)
+    .bind(at)
+    .fetch_one(pool)
+    .await?;
+    if held == 0 {
+        return Err(StoreError::LeaseLost {
+            run: lease.run,
+            epoch: lease.epoch,
+        });
+    }
+    Ok(())
+}
