@@ -1,0 +1,118 @@
+//! The PostgreSQL sessions the store opens: every one carries the configured
+//! `statement_timeout`, so a held lock or a runaway query fails the statement (transient,
+//! so the run stops as interrupted and resumes) instead of hanging the run. PostgreSQL only:
+//! SQLite has no such setting.
+
+mod common;
+
+use std::time::Duration;
+
+use adsync_store::{Store, StoreError, StoreOptions};
+use common::*;
+use sqlx::PgPool;
+
+/// The URL of the database `sqlx::test` created for this test: `DATABASE_URL` names the
+/// server, the pool knows the database.
+fn url_of(pool: &PgPool) -> String {
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL names the PostgreSQL server");
+    let mut url = url::Url::parse(&server).unwrap();
+    url.set_path(pool.connect_options().get_database().unwrap());
+    url.to_string()
+}
+
+/// Connects the store to the test's database with `statement_timeout`. The schema is created
+/// first, without a timeout, so that a short timeout only ever meets the test's statements.
+async fn connect(pool: &PgPool, statement_timeout: Duration) -> Store {
+    Store::Postgres(pool.clone()).migrate().await.unwrap();
+    let options = StoreOptions {
+        statement_timeout,
+        ..StoreOptions::default()
+    };
+    Store::connect_with(&url_of(pool), &options).await.unwrap()
+}
+
+/// `SHOW setting` on `connections` distinct sessions of the store's pool at once.
+async fn shown_on_every_session(store: &Store, setting: &str, connections: usize) -> Vec<String> {
+    let Store::Postgres(pg) = store else {
+        panic!("a PostgreSQL store")
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..connections {
+        sessions.push(pg.acquire().await.unwrap());
+    }
+    let mut shown = Vec::new();
+    for session in &mut sessions {
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&mut **session)
+            .await
+            .unwrap();
+        shown.push(value);
+    }
+    shown
+}
+
+#[sqlx::test(migrations = false)]
+async fn every_session_has_the_configured_statement_timeout(pool: PgPool) {
+    // Arrange
+    let store = within_deadline(connect(&pool, Duration::from_millis(1500))).await;
+
+    // Act
+    let shown = within_deadline(shown_on_every_session(&store, "statement_timeout", 3)).await;
+    let idle = within_deadline(shown_on_every_session(
+        &store,
+        "idle_in_transaction_session_timeout",
+        3,
+    ))
+    .await;
+
+    // Assert
+    assert_eq!(shown, ["1500ms"; 3]);
+    assert_eq!(idle, ["1500ms"; 3]);
+    store.close().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_default_statement_timeout_is_thirty_seconds(pool: PgPool) {
+    // Arrange
+    let store = within_deadline(Store::connect(&url_of(&pool)))
+        .await
+        .unwrap();
+
+    // Act
+    let shown = within_deadline(shown_on_every_session(&store, "statement_timeout", 1)).await;
+
+    // Assert
+    assert_eq!(shown, ["30s"]);
+    store.close().await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_write_held_up_by_a_lock_fails_as_transient_instead_of_hanging(pool: PgPool) {
+    // Arrange: another session holds the run's row locked and does not let go.
+    let store = within_deadline(connect(&pool, Duration::from_secs(1))).await;
+    let (run, lease) = start(&store, "t").await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sync_runs WHERE id = $1 FOR UPDATE")
+        .bind(run.id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let page_2_next = page(more(2), &["c1"], &[]);
+
+    // Act
+    let held_up = within_deadline(store.store_page(&lease, &page_2_next)).await;
+
+    // Assert
+    let err = held_up.unwrap_err();
+    assert!(matches!(err, StoreError::Query(_)), "{err:?}");
+    assert!(
+        err.is_transient(),
+        "a statement timeout is transient: {err:?}"
+    );
+    holder.rollback().await.unwrap();
+    within_deadline(store.store_page(&lease, &page_2_next))
+        .await
+        .expect("once the lock is gone the same write goes through");
+    assert_eq!(store.run(run.id).await.unwrap().cursor.next_page, 2);
+    store.close().await;
+}
