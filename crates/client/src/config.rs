@@ -72,8 +72,10 @@ pub struct ClientConfig {
     pub credentials: Credentials,
     /// The platform's limit for this client id.
     pub rate_limit: RateLimit,
-    /// Extra time each limiter slot stays busy; `None` uses
-    /// [`crate::SlidingWindowLimiter::default_margin`].
+    /// Extra time each limiter slot stays busy. `None` (the default): measured from the
+    /// spread of response latencies ([`crate::SlidingWindowLimiter::new`]), starting at
+    /// [`crate::SlidingWindowLimiter::default_margin`]. `Some`: this fixed margin, widened only
+    /// after an unexpected 429 ([`crate::SlidingWindowLimiter::with_margin`]).
     pub limiter_margin: Option<Duration>,
     /// Whole-request limit (connect, send, wait, read). A hang is abandoned after it.
     pub request_timeout: Duration,
@@ -83,10 +85,18 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Refresh this long before a token expires; `None`: a tenth of its lifetime, at most 60 s.
     pub token_refresh_margin: Option<Duration>,
+    /// Largest 2xx body read, in bytes; a larger one is [`crate::Error::TooLarge`] (checked on
+    /// `Content-Length` first, then while reading). Error bodies are read up to 64 KiB only.
+    pub max_body_bytes: usize,
+    /// Longest wait a 429 or 503 may impose (`Retry-After` header or `retry_after` in the
+    /// body); a longer one is clamped to it, with a warning. `None`: three windows of
+    /// [`ClientConfig::rate_limit`].
+    pub max_retry_after: Option<Duration>,
 }
 
 impl ClientConfig {
-    /// A configuration with the platform's defaults: 10/60s, 10 s requests, 5 s connects.
+    /// A configuration with the platform's defaults: 10/60s, 10 s requests, 5 s connects,
+    /// bodies up to 32 MiB, server-imposed waits up to three windows.
     pub fn new(base_url: Url, credentials: Credentials) -> Self {
         Self {
             base_url,
@@ -98,6 +108,33 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             token_refresh_margin: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            max_retry_after: None,
         }
     }
+
+    /// The bounds on what the server controls, resolved.
+    pub(crate) fn bounds(&self) -> Bounds {
+        Bounds {
+            timeout: self.request_timeout,
+            max_body: self.max_body_bytes,
+            max_retry_after: self
+                .max_retry_after
+                .unwrap_or_else(|| self.rate_limit.window.saturating_mul(3)),
+            default_retry_after: self.rate_limit.window,
+        }
+    }
+}
+
+/// How much of the server's word one exchange accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Whole-request limit.
+    pub(crate) timeout: Duration,
+    /// Largest 2xx body, in bytes.
+    pub(crate) max_body: usize,
+    /// Longest wait a `Retry-After` may impose.
+    pub(crate) max_retry_after: Duration,
+    /// The 429 wait when the server gives none (one window), itself clamped.
+    pub(crate) default_retry_after: Duration,
 }

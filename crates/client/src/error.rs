@@ -64,7 +64,8 @@ pub enum Error {
     /// The connection died before a complete response (reset, closed mid-body).
     #[error("the connection to the ad platform broke: {0}")]
     Transport(String),
-    /// A 2xx whose body is truncated or not the expected JSON.
+    /// A 2xx whose body is truncated or not JSON at all: the kind of damage a retry mends
+    /// (a connection cut mid-body, a proxy's error page). Transient.
     #[error("the ad platform sent a malformed {what} response: {detail}")]
     Malformed {
         /// Which response.
@@ -72,8 +73,33 @@ pub enum Error {
         /// What the decoder said.
         detail: String,
     },
-    /// The server broke the contract in a way a retry cannot mend (e.g. `has_more` with an
-    /// empty page).
+    /// A 2xx whose body is well-formed JSON of the wrong shape (a missing field, a string
+    /// where a list belongs), an empty access token, or a sync answer for another campaign.
+    /// The platform would answer the same again: never retried; the caller dead-letters the
+    /// page or campaign with this reason.
+    #[error(
+        "the ad platform's {what} response does not match its API contract ({detail}); retrying will not help, report it to the platform"
+    )]
+    Contract {
+        /// Which response.
+        what: &'static str,
+        /// What does not match.
+        detail: String,
+    },
+    /// A 2xx body larger than [`crate::ClientConfig::max_body_bytes`] (announced by
+    /// `Content-Length` or found while reading). Not retried: the same request would get the
+    /// same body.
+    #[error(
+        "the ad platform's {what} response is larger than {limit} bytes; ask for less (a smaller page size) or raise max_body_bytes"
+    )]
+    TooLarge {
+        /// Which response.
+        what: &'static str,
+        /// The cap in force, in bytes.
+        limit: usize,
+    },
+    /// The server broke the contract in a way a retry cannot mend, found by a caller (e.g.
+    /// pagination that does not add up).
     #[error("the ad platform broke its contract: {0}")]
     Protocol(String),
     /// The client was configured with something unusable (a base URL that cannot be a base).
@@ -83,7 +109,8 @@ pub enum Error {
 
 impl Error {
     /// Whether trying again later may succeed: 5xx (but 501/505), 429, expired tokens,
-    /// timeouts, connection failures and malformed 2xx bodies.
+    /// timeouts, connection failures and malformed (truncated, non-JSON) 2xx bodies. A body of
+    /// the wrong shape ([`Error::Contract`]) or too large ([`Error::TooLarge`]) is not.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::RateLimited { .. }
@@ -96,6 +123,8 @@ impl Error {
             Error::InvalidCredentials { .. }
             | Error::Unauthorized { .. }
             | Error::Rejected { .. }
+            | Error::Contract { .. }
+            | Error::TooLarge { .. }
             | Error::Protocol(_)
             | Error::Config(_) => false,
         }
@@ -123,6 +152,8 @@ impl Error {
             Error::Connect { .. } => "connect",
             Error::Transport(_) => "transport",
             Error::Malformed { .. } => "malformed",
+            Error::Contract { .. } => "contract",
+            Error::TooLarge { .. } => "too_large",
             Error::Protocol(_) => "protocol",
             Error::Config(_) => "config",
         }
@@ -161,6 +192,19 @@ fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
     } else {
         parts.join(": ")
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `…` when cut: what the
+/// server says ends up in errors and logs, and the server controls its length.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The client's result type.

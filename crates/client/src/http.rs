@@ -1,16 +1,25 @@
-//! One HTTP exchange with the platform and the retry loop around it: the only place that
-//! turns statuses into [`Error`]s and decides on backoff.
+//! One HTTP exchange with the platform: the only place that turns statuses into [`Error`]s.
+//! Everything the server controls is bounded here: body sizes, waits it asks for, the length
+//! of the messages it sends.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use adsync_domain::wire::ErrorBody;
-use backon::{ExponentialBuilder, Retryable};
-use bytes::Bytes;
-use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
+use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::{Error, RetryPolicy, stats::ClientStats};
+use crate::{
+    Error, SlidingWindowLimiter,
+    body::{decode, read_capped, read_error_body},
+    config::Bounds,
+    error::bounded,
+    retry_after::{rate_limit_wait, server_error_wait},
+    stats::ClientStats,
+};
+
+/// Longest server message kept in an error.
+const MESSAGE_CAP: usize = 500;
 
 /// The platform's endpoints, as labels for spans and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,167 +46,106 @@ impl Endpoint {
     }
 }
 
-/// Sends one request and classifies the answer. A 2xx body is decoded as `T`; anything else
-/// becomes an [`Error`]. `window` is the 429 wait of last resort (no header, no body value).
-pub(crate) async fn exchange<T: DeserializeOwned>(
-    stats: &ClientStats,
-    endpoint: Endpoint,
-    request: RequestBuilder,
-    timeout: Duration,
-    window: Duration,
-) -> Result<T, Error> {
-    let started = Instant::now();
-    let result = send(request, timeout, window)
-        .await
-        .and_then(|(status, body)| {
-            debug_assert!(status.is_success());
-            serde_json::from_slice::<T>(&body).map_err(|e| Error::Malformed {
-                what: endpoint.label(),
-                detail: e.to_string(),
-            })
-        });
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.outcome(),
-    };
-    stats.response(endpoint.label(), outcome);
-    let elapsed = started.elapsed();
-    metrics::histogram!("adsync_client_request_duration_seconds", "endpoint" => endpoint.label())
-        .record(elapsed.as_secs_f64());
-    let span = tracing::Span::current();
-    span.record("outcome", outcome);
-    span.record("latency_ms", elapsed.as_millis() as u64);
-    tracing::debug!(
-        endpoint = endpoint.label(),
-        outcome,
-        latency_ms = elapsed.as_millis() as u64,
-        "response"
-    );
-    result
+/// What one exchange needs besides the request.
+#[derive(Clone, Copy)]
+pub(crate) struct Exchange<'a> {
+    pub(crate) stats: &'a ClientStats,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) bounds: Bounds,
+    /// Told the latency of each 2xx (rate-limited endpoints), measured from `sent_at`.
+    pub(crate) limiter: Option<&'a SlidingWindowLimiter>,
 }
 
-async fn send(
-    request: RequestBuilder,
-    timeout: Duration,
-    window: Duration,
-) -> Result<(StatusCode, Bytes), Error> {
-    let response = request
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| Error::from_reqwest(&e, timeout))?;
-    let status = response.status();
-    tracing::Span::current().record("status", status.as_u16());
-    let headers = response.headers().clone();
-    // The body is read under the same timeout: a server that sends headers and then stalls
-    // is a hang too.
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| Error::from_reqwest(&e, timeout))?;
-    if status.is_success() {
-        return Ok((status, body));
+impl Exchange<'_> {
+    /// Sends one request, dispatched at `sent_at`, and classifies the answer: a 2xx body is
+    /// decoded as `T`; anything else becomes an [`Error`].
+    pub(crate) async fn run<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        sent_at: Instant,
+    ) -> Result<T, Error> {
+        let result = self.send(request, sent_at).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        let label = self.endpoint.label();
+        self.stats.response(label, outcome);
+        let elapsed = sent_at.elapsed();
+        metrics::histogram!("adsync_client_request_duration_seconds", "endpoint" => label)
+            .record(elapsed.as_secs_f64());
+        let span = tracing::Span::current();
+        span.record("outcome", outcome);
+        span.record("latency_ms", elapsed.as_millis() as u64);
+        tracing::debug!(
+            endpoint = label,
+            outcome,
+            latency_ms = elapsed.as_millis() as u64,
+            "response"
+        );
+        result
     }
-    let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-    Err(match status.as_u16() {
-        401 => {
-            let kind = error
-                .error
-                .as_deref()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if kind.contains("expired") {
-                Error::TokenExpired
-            } else if kind.contains("credentials") {
-                Error::InvalidCredentials {
-                    message: error.summary(),
-                }
-            } else {
-                Error::Unauthorized {
-                    message: error.summary(),
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        sent_at: Instant,
+    ) -> Result<T, Error> {
+        let timeout = self.bounds.timeout;
+        // The timeout covers the body too: a server that sends headers and then stalls is a
+        // hang as well.
+        let response = request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Error::from_reqwest(&e, timeout))?;
+        let status = response.status();
+        tracing::Span::current().record("status", status.as_u16());
+        if status.is_success() {
+            if let Some(limiter) = self.limiter {
+                limiter.record_latency(self.endpoint.label(), sent_at.elapsed());
+            }
+            let body = read_capped(response, self.endpoint, self.bounds.max_body, timeout).await?;
+            return decode(&body, self.endpoint);
+        }
+        let headers = response.headers().clone();
+        let body = read_error_body(response).await;
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let message = || bounded(&error.summary(), MESSAGE_CAP);
+        Err(match status.as_u16() {
+            401 => {
+                let kind = error
+                    .error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if kind.contains("expired") {
+                    Error::TokenExpired
+                } else if kind.contains("credentials") {
+                    Error::InvalidCredentials { message: message() }
+                } else {
+                    Error::Unauthorized { message: message() }
                 }
             }
-        }
-        429 => Error::RateLimited {
-            retry_after: retry_after_header(&headers)
-                .or_else(|| {
-                    error
-                        .retry_after_secs()
-                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                })
-                .unwrap_or(window),
-        },
-        code @ 500..=599 => Error::Server {
-            status: code,
-            message: error.summary(),
-            retry_after: retry_after_header(&headers),
-        },
-        code => Error::Rejected {
-            status: code,
-            message: error.summary(),
-        },
-    })
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date.
-pub(crate) fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
+            429 => Error::RateLimited {
+                retry_after: rate_limit_wait(
+                    &headers,
+                    error.retry_after_secs(),
+                    self.bounds.default_retry_after,
+                    self.bounds.max_retry_after,
+                ),
+            },
+            code @ 500..=599 => Error::Server {
+                status: code,
+                message: message(),
+                retry_after: server_error_wait(&headers, self.bounds.max_retry_after),
+            },
+            code => Error::Rejected {
+                status: code,
+                message: message(),
+            },
+        })
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// Runs `op` until it succeeds, fails for good, or the policy's attempts are spent. Delays grow
-/// exponentially with jitter, never below a `Retry-After` the server sent and never above
-/// the policy's cap.
-pub(crate) async fn with_retries<T, F, Fut>(
-    policy: &RetryPolicy,
-    stats: &Arc<ClientStats>,
-    endpoint: Endpoint,
-    mut op: F,
-) -> Result<T, Error>
-where
-    F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(policy.min_delay)
-        .with_max_delay(policy.max_delay)
-        .with_max_times(policy.max_attempts.saturating_sub(1))
-        .with_jitter();
-    let max_delay = policy.max_delay;
-    let mut attempt = 0u32;
-    (move || {
-        attempt += 1;
-        op(attempt)
-    })
-    .retry(backoff)
-    .when(Error::is_transient)
-    .adjust(move |err, delay| {
-        // backon's jitter can add up to one more delay on top; the cap is the cap.
-        delay.map(|d| d.max(err.retry_after().unwrap_or_default()).min(max_delay))
-    })
-    .notify(|err, delay| {
-        stats.retry(endpoint.label());
-        // Expected weather on this platform: info, not warn. What is unexpected (a 429, a call
-        // that failed after all its retries, the circuit opening) is logged as a warning.
-        tracing::info!(
-            endpoint = endpoint.label(),
-            error = %err,
-            retry_in_ms = delay.as_millis() as u64,
-            "transient failure, retrying"
-        );
-    })
-    .await
 }
 
 /// The span of one HTTP request: method, path, attempt, then status, outcome, latency and the
@@ -213,4 +161,9 @@ pub(crate) fn request_span(method: &str, path: &str, attempt: u32) -> tracing::S
         latency_ms = tracing::field::Empty,
         waited_ms = tracing::field::Empty,
     )
+}
+
+/// A duration as whole milliseconds, for log fields.
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

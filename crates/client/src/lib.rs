@@ -7,32 +7,45 @@
 //! backon, asked of [`Error::is_transient`]) and per-request timeouts. Every request gets a
 //! tracing span and `metrics` counters; credentials and tokens are secrets that no log line,
 //! error or `Debug` output shows.
+//!
+//! Nothing the server controls is trusted: bodies are capped ([`Error::TooLarge`]), a body of
+//! the wrong shape is a non-transient [`Error::Contract`] rather than an outage, waits it asks
+//! for and token lifetimes it announces are clamped, and no server-provided duration meets an
+//! `Instant` without checked arithmetic.
 
+mod body;
+mod call;
 mod config;
 mod error;
+mod failing;
 mod http;
 mod limiter;
+mod retry;
+mod retry_after;
 mod stats;
 mod token;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use adsync_domain::{
     CampaignId,
     wire::{CampaignPage, HealthResponse, SyncResponse},
 };
 use futures::{Stream, TryStreamExt, stream};
-use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 
 pub use config::{ClientConfig, Credentials, RetryPolicy};
 pub use error::{Error, Result};
-pub use limiter::SlidingWindowLimiter;
+pub use failing::Failing;
+pub use limiter::{Permit, Sent, SlidingWindowLimiter};
 pub use stats::{ClientStats, StatsSnapshot};
 pub use token::{Token, TokenManager};
 
-use http::{Endpoint, exchange, request_span, with_retries};
+use error::bounded;
+use http::{Endpoint, Exchange, request_span};
+use retry::{Retrying, with_retries};
 
 /// A client of the ad platform. Cheap to clone; clones share the token, the limiter and the
 /// counters.
@@ -60,12 +73,13 @@ impl std::fmt::Debug for AdClient {
 }
 
 impl AdClient {
-    /// Builds a client with its own limiter.
+    /// Builds a client with its own limiter: measured margin, or the fixed
+    /// [`ClientConfig::limiter_margin`].
     pub fn new(config: ClientConfig) -> Result<Self> {
-        let margin = config
-            .limiter_margin
-            .unwrap_or_else(|| SlidingWindowLimiter::default_margin(config.rate_limit));
-        let limiter = Arc::new(SlidingWindowLimiter::with_margin(config.rate_limit, margin));
+        let limiter = Arc::new(match config.limiter_margin {
+            Some(margin) => SlidingWindowLimiter::with_margin(config.rate_limit, margin),
+            None => SlidingWindowLimiter::new(config.rate_limit),
+        });
         Self::with_limiter(config, limiter)
     }
 
@@ -95,7 +109,7 @@ impl AdClient {
             base.join("auth/token")
                 .map_err(|e| Error::Config(e.to_string()))?,
             &config.credentials,
-            config.request_timeout,
+            config.bounds(),
             config.retry,
             config.token_refresh_margin,
             stats.clone(),
@@ -132,6 +146,13 @@ impl AdClient {
         self.inner.stats.snapshot()
     }
 
+    /// The current streak of transient failures (timeouts, 503s, broken connections...), or
+    /// `None` once any request succeeds: for a display that says "platform failing for 12 s
+    /// (3 attempts): ...; next try in 4 s" instead of an ETA.
+    pub fn failing(&self) -> Option<Failing> {
+        self.inner.stats.failing()
+    }
+
     /// Obtains a token now, so wrong credentials fail before any other work.
     pub async fn authenticate(&self) -> Result<()> {
         self.inner.tokens.current().await.map(|_| ())
@@ -140,43 +161,39 @@ impl AdClient {
     /// `GET /health`: no auth, not rate-limited, retried like any call.
     pub async fn health(&self) -> Result<HealthResponse> {
         let url = self.url(&["health"])?;
-        with_retries(
-            &self.inner.config.retry,
-            &self.inner.stats,
-            Endpoint::Health,
-            |attempt| {
-                let request = self.inner.http.get(url.clone());
-                let span = request_span("GET", "/health", attempt);
-                exchange(
-                    &self.inner.stats,
-                    Endpoint::Health,
-                    request,
-                    self.inner.config.request_timeout,
-                    self.inner.config.rate_limit.window,
-                )
-                .instrument(span)
-            },
-        )
+        let inner = &self.inner;
+        let exchange = Exchange {
+            stats: &inner.stats,
+            endpoint: Endpoint::Health,
+            bounds: inner.config.bounds(),
+            limiter: None,
+        };
+        let retrying = Retrying {
+            policy: &inner.config.retry,
+            stats: &inner.stats,
+            endpoint: Endpoint::Health,
+            limiter: None,
+        };
+        with_retries(retrying, |attempt| {
+            let request = inner.http.get(url.clone());
+            let span = request_span("GET", "/health", attempt);
+            exchange.run(request, Instant::now()).instrument(span)
+        })
         .await
     }
 
-    /// `GET /api/campaigns?page=P&limit=L`: one page, raw records. Retries 5xx (but
-    /// 501/505), timeouts, broken connections and malformed bodies with backoff; refreshes
-    /// the token on `401 Token expired`; waits out 429s on the limiter.
+    /// `GET /api/campaigns?page=P&limit=L`: one page, raw records, as the server sent it
+    /// (judging `has_more` is the caller's). Retries 5xx (but 501/505), timeouts, broken
+    /// connections and truncated bodies with backoff; refreshes the token on
+    /// `401 Token expired`; waits out 429s on the limiter. A body of the wrong shape is
+    /// [`Error::Contract`] at once, one over the size cap [`Error::TooLarge`].
     pub async fn list_campaigns(&self, page: u64, limit: u64) -> Result<CampaignPage> {
         let mut url = self.url(&["api", "campaigns"])?;
         url.query_pairs_mut()
             .append_pair("page", &page.to_string())
             .append_pair("limit", &limit.to_string());
-        let page_data: CampaignPage = self
-            .api_call(Endpoint::ListCampaigns, reqwest::Method::GET, url)
-            .await?;
-        if page_data.data.is_empty() && page_data.pagination.has_more {
-            return Err(Error::Protocol(format!(
-                "page {page} is empty but has_more is true"
-            )));
-        }
-        Ok(page_data)
+        self.api_call(Endpoint::ListCampaigns, reqwest::Method::GET, url)
+            .await
     }
 
     /// Every page from `first_page` on, following `has_more` (never a page count), as a
@@ -209,18 +226,29 @@ impl AdClient {
     }
 
     /// `POST /api/campaigns/{id}/sync`, retried like [`AdClient::list_campaigns`]. The
-    /// platform takes about 2 s to answer.
+    /// platform takes about 2 s to answer. An answer for another campaign is
+    /// [`Error::Contract`]; `success: false` is a transient [`Error::Server`].
     pub async fn sync_campaign(&self, id: &CampaignId) -> Result<SyncResponse> {
         let url = self.url(&["api", "campaigns", id.as_str(), "sync"])?;
         let response: SyncResponse = self
             .api_call(Endpoint::SyncCampaign, reqwest::Method::POST, url)
             .await?;
+        if response.campaign_id != id.as_str() {
+            return Err(Error::Contract {
+                what: Endpoint::SyncCampaign.label(),
+                detail: format!(
+                    "asked to sync {id}, the answer is for {:?}",
+                    bounded(&response.campaign_id, 100)
+                ),
+            });
+        }
         if !response.success {
             return Err(Error::Server {
                 status: 200,
-                message: response
-                    .message
-                    .unwrap_or_else(|| "sync reported success: false".into()),
+                message: response.message.as_deref().map_or_else(
+                    || "sync reported success: false".into(),
+                    |m| bounded(m, 500),
+                ),
                 retry_after: None,
             });
         }
@@ -234,70 +262,5 @@ impl AdClient {
             .pop_if_empty()
             .extend(segments);
         Ok(url)
-    }
-
-    /// An authenticated, rate-limited call with retries. Within one attempt, a 401 for an
-    /// expired or refused token costs one shared refresh and a resend; a 429 holds the whole
-    /// client id for `retry_after` and resends, up to `max_rate_limited` times.
-    async fn api_call<T: DeserializeOwned>(
-        &self,
-        endpoint: Endpoint,
-        method: reqwest::Method,
-        url: Url,
-    ) -> Result<T> {
-        let inner = &self.inner;
-        with_retries(&inner.config.retry, &inner.stats, endpoint, |attempt| {
-            let (method, url) = (method.clone(), url.clone());
-            async move {
-                let mut refreshed = false;
-                let mut limited = 0u32;
-                loop {
-                    // Wait on the limiter first, then take the token: a wait can outlast
-                    // the refresh margin, and a token taken before it may expire meanwhile.
-                    let waited = if endpoint.rate_limited() {
-                        inner.limiter.acquire().await
-                    } else {
-                        Duration::ZERO
-                    };
-                    let token = inner.tokens.current().await?;
-                    inner.stats.limiter_wait(waited);
-                    let span = request_span(method.as_str(), url.path(), attempt);
-                    span.record("waited_ms", waited.as_millis() as u64);
-                    let request = inner
-                        .http
-                        .request(method.clone(), url.clone())
-                        .bearer_auth(token.expose())
-                        .header("X-Client-ID", &inner.config.client_id);
-                    let result = exchange(
-                        &inner.stats,
-                        endpoint,
-                        request,
-                        inner.config.request_timeout,
-                        inner.config.rate_limit.window,
-                    )
-                    .instrument(span)
-                    .await;
-                    match result {
-                        Err(Error::TokenExpired | Error::Unauthorized { .. }) if !refreshed => {
-                            refreshed = true;
-                            inner.tokens.refresh(Some(token.generation)).await?;
-                        }
-                        Err(Error::RateLimited { retry_after }) => {
-                            inner.limiter.hold(retry_after);
-                            tracing::warn!(
-                                retry_after_ms = retry_after.as_millis() as u64,
-                                "rate limited by the platform; holding every request of this client id"
-                            );
-                            limited += 1;
-                            if limited > inner.config.retry.max_rate_limited {
-                                return Err(Error::RateLimited { retry_after });
-                            }
-                        }
-                        other => return other,
-                    }
-                }
-            }
-        })
-        .await
     }
 }

@@ -54,3 +54,10 @@ pub async fn start_sim(mut config: SimConfig, scale: f64) -> Simulator {
     config.time_scale = scale;
     Simulator::start_local(config).await.unwrap()
 }
+
+/// Every wait of a test has a deadline: a hang fails the test instead of stalling the suite.
+pub async fn deadline<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("the call did not finish within 30 s")
+}

@@ -1,0 +1,97 @@
+//! One authenticated, rate-limited call: token first, then the limiter's slot, stamped when
+//! the request really goes; a 401 costs one shared refresh, a 429 holds the client id.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use url::Url;
+
+use crate::{
+    AdClient, Error, Result, Sent, Token,
+    http::{Endpoint, Exchange, ms, request_span},
+    retry::{Retrying, with_retries},
+};
+
+impl AdClient {
+    /// An authenticated, rate-limited call with retries. Within one attempt, a 401 for an
+    /// expired or refused token costs one shared refresh and a resend; a 429 holds the whole
+    /// client id for `retry_after` and resends, up to `max_rate_limited` times.
+    pub(crate) async fn api_call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        method: reqwest::Method,
+        url: Url,
+    ) -> Result<T> {
+        debug_assert!(endpoint.rate_limited());
+        let inner = &self.inner;
+        let exchange = Exchange {
+            stats: &inner.stats,
+            endpoint,
+            bounds: inner.config.bounds(),
+            limiter: Some(&inner.limiter),
+        };
+        let retrying = Retrying {
+            policy: &inner.config.retry,
+            stats: &inner.stats,
+            endpoint,
+            limiter: Some(&inner.limiter),
+        };
+        with_retries(retrying, |attempt| {
+            let (method, url) = (method.clone(), url.clone());
+            async move {
+                let mut refreshed = false;
+                let mut limited = 0u32;
+                loop {
+                    let (token, sent) = self.token_and_slot().await?;
+                    inner.stats.limiter_wait(sent.waited);
+                    let span = request_span(method.as_str(), url.path(), attempt);
+                    span.record("waited_ms", ms(sent.waited));
+                    let request = inner
+                        .http
+                        .request(method.clone(), url.clone())
+                        .bearer_auth(token.expose())
+                        .header("X-Client-ID", &inner.config.client_id);
+                    match exchange.run(request, sent.at).instrument(span).await {
+                        Err(Error::TokenExpired | Error::Unauthorized { .. }) if !refreshed => {
+                            refreshed = true;
+                            inner.tokens.refresh(Some(token.generation)).await?;
+                        }
+                        Err(Error::RateLimited { retry_after }) => {
+                            inner.limiter.hold(retry_after, sent.at);
+                            tracing::warn!(
+                                retry_after_ms = ms(retry_after),
+                                "rate limited by the platform; holding every request of this client id"
+                            );
+                            limited += 1;
+                            if limited > inner.config.retry.max_rate_limited {
+                                return Err(Error::RateLimited { retry_after });
+                            }
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// A token, then a slot on the limiter, stamped at the moment the request goes. The
+    /// token comes first so that a refresh cannot delay the send past the slot's stamp; if
+    /// the wait for the slot outlived the token, a fresh one is taken while the turn is kept
+    /// (no stale token sent, no slot lost or counted twice).
+    async fn token_and_slot(&self) -> Result<(Arc<Token>, Sent)> {
+        let inner = &self.inner;
+        let token = inner.tokens.current().await?;
+        let throttled = inner.stats.throttled();
+        let permit = inner.limiter.reserve().await;
+        let token = if token.fresh() {
+            token
+        } else {
+            inner.tokens.current().await?
+        };
+        let sent = permit.send().await;
+        drop(throttled);
+        Ok((token, sent))
+    }
+}

@@ -1,0 +1,212 @@
+//! The limiter's safety margin: how much longer than the window each slot stays busy.
+//!
+//! The model: the server stamps request `i` at `s_i + d_i`, with `s_i` our send time and `d_i`
+//! a delay in `[0, J]` (network, queues before it counts the request). Reusing the slot of
+//! request `i` at `s'` is safe when `s' + d' >= s_i + d_i + W`, that is when
+//! `s' >= s_i + W + (d_i - d')`: the margin must cover the spread `max d - min d`, not the
+//! delay itself. We cannot see `d`, but a response's latency (from the send to its headers) is
+//! `d` plus a processing time that is about constant per endpoint, so the spread of recent
+//! latencies of one endpoint measures the spread of `d`.
+
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
+
+/// Recent latencies kept per endpoint.
+const SAMPLES: usize = 64;
+/// Latencies one endpoint needs before its spread is trusted; until then the margin is the
+/// warm-up margin.
+const TRUSTED: usize = 8;
+/// Added to the measured margin: timer granularity and the server's `<` versus `<=`.
+const SLACK: Duration = Duration::from_millis(3);
+/// The measured margin never goes below this.
+const FLOOR: Duration = Duration::from_millis(2);
+/// Headroom over the spread seen in the samples.
+const HEADROOM: f64 = 1.25;
+
+/// The margin in force and what it is made of.
+#[derive(Debug)]
+pub(super) struct Margin {
+    window: Duration,
+    /// `Some`: a fixed margin, not measured (still widened after unexpected 429s).
+    fixed: Option<Duration>,
+    /// The margin before any measurement of a fixed one ([`super::SlidingWindowLimiter::default_margin`]).
+    default: Duration,
+    /// Raised by unexpected 429s; the margin never goes below it.
+    widened: Duration,
+    /// When the margin was last widened: a 429 for a request sent before it belongs to the
+    /// event that caused that widening.
+    pub(super) last_widening: Option<Instant>,
+    latencies: Vec<Latencies>,
+}
+
+#[derive(Debug)]
+struct Latencies {
+    endpoint: &'static str,
+    samples: VecDeque<Duration>,
+}
+
+impl Margin {
+    pub(super) fn new(window: Duration, fixed: Option<Duration>, default: Duration) -> Self {
+        Self {
+            window,
+            fixed,
+            default,
+            widened: Duration::ZERO,
+            last_widening: None,
+            latencies: Vec::new(),
+        }
+    }
+
+    /// The largest margin measurement may give.
+    pub(super) fn cap(&self) -> Duration {
+        self.window / 5
+    }
+
+    /// The margin in force.
+    pub(super) fn current(&self) -> Duration {
+        let base = match self.fixed {
+            Some(m) => m,
+            None => self.measured().unwrap_or_else(|| self.warm_up()),
+        };
+        base.max(self.widened)
+    }
+
+    /// The margin until enough latencies are measured. Before the first answers come back
+    /// nothing says how late the server stamps arrivals, and the first reuse of a slot can
+    /// come exactly then (2 s windows, 2 s sync calls): a wide margin, bounded by 1 s (no
+    /// network jitters more), which the first measurement replaces at once. At 60 s windows
+    /// the measurement comes long before any slot is reused, so it costs nothing.
+    fn warm_up(&self) -> Duration {
+        self.cap().min(Duration::from_secs(1)).max(self.default)
+    }
+
+    /// `HEADROOM * spread * (n + 1) / (n - 1) + SLACK` over the endpoints, clamped to
+    /// `[FLOOR, W/5]`; `None` until one endpoint has [`TRUSTED`] samples. The `(n + 1) / (n - 1)`
+    /// corrects the range of `n` samples, which falls short of the range of the distribution
+    /// (by that factor for a uniform one): with few samples the margin stays generous.
+    fn measured(&self) -> Option<Duration> {
+        if !self.latencies.iter().any(|l| l.samples.len() >= TRUSTED) {
+            return None;
+        }
+        let spread = self
+            .latencies
+            .iter()
+            .filter(|l| l.samples.len() >= 2)
+            .map(|l| {
+                let (min, max) = l
+                    .samples
+                    .iter()
+                    .fold((Duration::MAX, Duration::ZERO), |(lo, hi), s| {
+                        (lo.min(*s), hi.max(*s))
+                    });
+                let n = l.samples.len() as f64;
+                (max - min).mul_f64(HEADROOM * (n + 1.0) / (n - 1.0))
+            })
+            .max()
+            .unwrap_or_default();
+        Some((spread + SLACK).max(FLOOR).min(self.cap()))
+    }
+
+    /// Records the latency of a 2xx answer of `endpoint`.
+    pub(super) fn record(&mut self, endpoint: &'static str, latency: Duration) {
+        let i = match self.latencies.iter().position(|l| l.endpoint == endpoint) {
+            Some(i) => i,
+            None => {
+                self.latencies.push(Latencies {
+                    endpoint,
+                    samples: VecDeque::with_capacity(SAMPLES),
+                });
+                self.latencies.len() - 1
+            }
+        };
+        let samples = &mut self.latencies[i].samples;
+        if samples.len() == SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(latency);
+    }
+
+    /// An unexpected 429 at `now`: doubles the margin, up to a fifth of the window (never
+    /// lowering one already wider). Returns the new margin when it grew.
+    pub(super) fn widen(&mut self, now: Instant) -> Option<Duration> {
+        self.last_widening = Some(now);
+        let current = self.current();
+        let widened = current.saturating_mul(2).min(self.cap()).max(current);
+        (widened > current).then(|| {
+            self.widened = widened;
+            widened
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn adaptive(window_ms: u64) -> Margin {
+        let window = MS * window_ms as u32;
+        Margin::new(window, None, (window / 100).max(10 * MS))
+    }
+
+    #[test]
+    fn warm_up_is_wide_then_the_measured_spread_takes_over() {
+        let mut m = adaptive(2000);
+        assert_eq!(m.current(), 400 * MS, "a fifth of 2 s");
+        assert_eq!(adaptive(60_000).current(), 1000 * MS, "never above 1 s");
+        assert_eq!(adaptive(20).current(), 10 * MS, "never below the default");
+        for i in 0..TRUSTED as u32 - 1 {
+            m.record("sync", 2000 * MS + i * 5 * MS);
+        }
+        assert_eq!(m.current(), 400 * MS, "seven samples are not enough");
+        m.record("sync", 2035 * MS);
+        // Spread 35 ms over 8 samples: 35 * 1.25 * 9/7 + 3 = 59.25 ms.
+        let expected = (35 * MS).mul_f64(1.25 * 9.0 / 7.0) + SLACK;
+        assert_eq!(m.current(), expected);
+    }
+
+    #[test]
+    fn the_widest_endpoint_counts_and_old_samples_age_out() {
+        let mut m = adaptive(60_000);
+        for i in 0..SAMPLES as u32 {
+            m.record("list", 30 * MS + (i % 2) * 10 * MS);
+            m.record("sync", 2000 * MS + (i % 2) * 40 * MS);
+        }
+        let wide = m.current();
+        assert!(wide > 50 * MS && wide < 60 * MS, "{wide:?}");
+        // 64 calm sync answers push the jittery ones out.
+        for _ in 0..SAMPLES {
+            m.record("sync", 2000 * MS);
+        }
+        let calm = m.current();
+        assert!(calm > 15 * MS && calm < 20 * MS, "{calm:?}");
+    }
+
+    #[test]
+    fn the_measured_margin_is_clamped() {
+        let mut m = adaptive(2000);
+        for i in 0..TRUSTED as u32 {
+            m.record("sync", i * 300 * MS);
+        }
+        assert_eq!(m.current(), 400 * MS);
+        let mut m = adaptive(2000);
+        for _ in 0..TRUSTED {
+            m.record("list", 7 * MS);
+        }
+        assert_eq!(m.current(), SLACK.max(FLOOR));
+    }
+
+    #[test]
+    fn widening_doubles_up_to_a_fifth_of_the_window_and_is_a_floor() {
+        let mut m = Margin::new(MS * 1000, Some(10 * MS), 10 * MS);
+        let now = Instant::now();
+        assert_eq!(m.widen(now), Some(20 * MS));
+        for _ in 0..10 {
+            m.widen(now);
+        }
+        assert_eq!(m.current(), 200 * MS);
+        assert_eq!(m.widen(now), None);
+    }
+}

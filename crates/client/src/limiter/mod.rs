@@ -1,0 +1,307 @@
+//! A sliding-window rate limiter that matches the platform's: at most `N` requests in any
+//! window of length `W`, per client id.
+//!
+//! Why not governor: GCRA with burst `N` lets `N` through at once and then one every `W/N`, so
+//! the 11th request would go at `W/10` while the server still counts ten requests in its
+//! window: a 429. With burst 1 it never trips the server but runs at one request per `W/N`,
+//! about 20% slower than the platform allows for a 100-campaign sync. A log of the last `N`
+//! send times is the exact model of the server.
+//!
+//! The log holds the instants requests were really dispatched: a caller [`reserves`] its
+//! turn, does what it must (a token refresh), and [`Permit::send`] stamps the slot at that
+//! moment. Each slot stays busy for `W` plus a margin measured from the spread of response
+//! latencies (see `margin.rs`), because the server stamps arrivals later than we send, by
+//! an amount that varies.
+//!
+//! [`reserves`]: SlidingWindowLimiter::reserve
+
+mod margin;
+#[cfg(test)]
+mod server_model;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
+
+use adsync_domain::RateLimit;
+use tokio::{
+    sync::{MutexGuard, Notify},
+    time::Instant,
+};
+
+use margin::Margin;
+
+/// Paces requests of one client id so that the server sees at most `N` per window, and holds
+/// all of them when the server answers 429 anyway.
+#[derive(Debug)]
+pub struct SlidingWindowLimiter {
+    limit: RateLimit,
+    state: Mutex<State>,
+    // Waiters queue here, first come first served (tokio's Mutex is fair), so a steady stream
+    // of new callers cannot starve an old one. A permit keeps it until its request is sent,
+    // so nobody takes a slot between a reservation and its send.
+    turn: tokio::sync::Mutex<()>,
+    // Wakes the waiter when the margin shrinks (a measurement replaced the warm-up margin).
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    sent: VecDeque<Instant>,
+    hold_until: Option<Instant>,
+    margin: Margin,
+    /// Requests waiting for their turn or holding a permit.
+    queued: usize,
+}
+
+/// The turn to send one request, from [`SlidingWindowLimiter::reserve`]. Nothing is recorded
+/// until [`Permit::send`]; dropping the permit gives the turn back and costs no slot.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limiter: &'a SlidingWindowLimiter,
+    _turn: MutexGuard<'a, ()>,
+    _queued: Queued<'a>,
+    queued_at: Instant,
+}
+
+/// A request recorded as sent by [`Permit::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The slot's stamp: the instant the request was dispatched. Measure its latency from here.
+    pub at: Instant,
+    /// How long it waited on the limiter, from [`SlidingWindowLimiter::reserve`] to the send.
+    pub waited: Duration,
+}
+
+#[derive(Debug)]
+struct Queued<'a>(&'a SlidingWindowLimiter);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.state().queued -= 1;
+    }
+}
+
+impl SlidingWindowLimiter {
+    /// A limiter for `limit` whose margin is measured from response latencies (report them
+    /// with [`SlidingWindowLimiter::record_latency`]). Until enough are measured it uses a
+    /// fifth of the window, between [`SlidingWindowLimiter::default_margin`] and 1 s.
+    pub fn new(limit: RateLimit) -> Self {
+        Self::build(limit, None)
+    }
+
+    /// A limiter that treats each slot as busy for `W + margin`, a fixed margin (latencies
+    /// are not used; an unexpected 429 still widens it). The margin covers the time between
+    /// our send and the server stamping its arrival, which differs from request to request.
+    pub fn with_margin(limit: RateLimit, margin: Duration) -> Self {
+        Self::build(limit, Some(margin))
+    }
+
+    fn build(limit: RateLimit, fixed: Option<Duration>) -> Self {
+        Self {
+            limit,
+            state: Mutex::new(State {
+                sent: VecDeque::new(),
+                hold_until: None,
+                margin: Margin::new(limit.window, fixed, Self::default_margin(limit)),
+                queued: 0,
+            }),
+            turn: tokio::sync::Mutex::new(()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// 1% of the window, between 10 ms and 1 s: 600 ms at 60 s, 10 ms at a scaled 1 s. The
+    /// least margin before any latency is measured. The 10 ms floor is for short (simulated)
+    /// windows: with 2 ms, a loaded 2-core machine delayed sends by more than that.
+    pub fn default_margin(limit: RateLimit) -> Duration {
+        (limit.window / 100).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// The limit enforced.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("limiter lock")
+    }
+
+    /// Waits until a request may be sent, records it as sent now, and returns how long it
+    /// waited. For a caller that sends at once; one that must do something first (take a
+    /// token) uses [`SlidingWindowLimiter::reserve`].
+    pub async fn acquire(&self) -> Duration {
+        self.reserve().await.send().await.waited
+    }
+
+    /// Waits for this caller's turn and for a free slot, and returns the turn as a permit.
+    /// Callers are served first come, first served.
+    pub async fn reserve(&self) -> Permit<'_> {
+        let queued_at = Instant::now();
+        self.state().queued += 1;
+        let queued = Queued(self);
+        let turn = self.turn.lock().await;
+        self.wait_for_room().await;
+        Permit {
+            limiter: self,
+            _turn: turn,
+            _queued: queued,
+            queued_at,
+        }
+    }
+
+    /// Sleeps until the log has room now (the caller holds the turn).
+    async fn wait_for_room(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let wait = self.state().wait(Instant::now(), self.limit);
+            match wait {
+                None => return,
+                Some(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = changed => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the latency of a 2xx answer of `endpoint`, from [`Sent::at`] to its headers:
+    /// the margin follows the spread of recent latencies (see [`SlidingWindowLimiter::new`]).
+    pub fn record_latency(&self, endpoint: &'static str, latency: Duration) {
+        let shrank = {
+            let mut s = self.state();
+            let before = s.margin.current();
+            s.margin.record(endpoint, latency);
+            s.margin.current() < before
+        };
+        if shrank {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The server answered 429 to a request sent at `sent_at`: hold every request for
+    /// `retry_after` from now (a hold never shortens one already in force; the caller bounds
+    /// `retry_after`, and an overflowing one holds a day), and, when the limiter did not see
+    /// it coming, double the margin up to a fifth of the window. A 429 for a request sent
+    /// before the last widening belongs to the burst that caused it: one event widens once.
+    pub fn hold(&self, retry_after: Duration, sent_at: Instant) {
+        let now = Instant::now();
+        let until = now.checked_add(retry_after).unwrap_or_else(|| {
+            tracing::warn!(
+                retry_after_s = retry_after.as_secs_f64(),
+                "a 429 hold does not fit the clock; holding for a day"
+            );
+            now.checked_add(Duration::from_secs(86_400)).unwrap_or(now)
+        });
+        let mut s = self.state();
+        if s.hold_until.is_none_or(|u| u < until) {
+            s.hold_until = Some(until);
+        }
+        if s.margin.last_widening.is_some_and(|w| sent_at <= w) {
+            return;
+        }
+        if let Some(widened) = s.margin.widen(now) {
+            tracing::warn!(
+                margin_ms = widened.as_secs_f64() * 1e3,
+                "unexpected 429: widening the rate limiter's safety margin"
+            );
+        }
+    }
+
+    /// How long a request that starts waiting `after` from now would wait, given the sends
+    /// recorded, the hold in force and the requests already queued (each takes a slot first).
+    /// For log lines and progress displays; the margin may change meanwhile.
+    pub fn predicted_wait(&self, after: Duration) -> Duration {
+        let now = Instant::now();
+        let Some(start) = now.checked_add(after) else {
+            return Duration::ZERO;
+        };
+        let s = self.state();
+        let span = self.limit.window + s.margin.current();
+        let n = self.limit.requests as usize;
+        let free_from = s.hold_until.map_or(now, |h| h.max(now));
+        let mut log: Vec<Instant> = s.sent.iter().copied().collect();
+        let mut t = free_from;
+        for _ in 0..s.queued {
+            t = earliest(&log, t, span, n);
+            log.push(t);
+        }
+        let ours = earliest(&log, start.max(t).max(free_from), span, n);
+        ours.saturating_duration_since(start)
+    }
+
+    /// The safety margin in force.
+    pub fn margin(&self) -> Duration {
+        self.state().margin.current()
+    }
+
+    /// Slots left in the current window (for progress displays).
+    pub fn available(&self) -> usize {
+        let s = self.state();
+        let now = Instant::now();
+        let span = self.limit.window + s.margin.current();
+        let busy = s
+            .sent
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < span)
+            .count();
+        (self.limit.requests as usize).saturating_sub(busy)
+    }
+}
+
+impl Permit<'_> {
+    /// Records the request as sent now and gives the turn back. If a hold or a wider margin
+    /// came up since the reservation (a token refresh can take a while), it first waits for
+    /// room again: the stamp is always the real dispatch time.
+    pub async fn send(self) -> Sent {
+        self.limiter.wait_for_room().await;
+        let at = Instant::now();
+        self.limiter.state().sent.push_back(at);
+        Sent {
+            at,
+            waited: at.saturating_duration_since(self.queued_at),
+        }
+    }
+}
+
+impl State {
+    /// How long until a request may go at `now`; `None`: it may go now. Forgets sends that
+    /// can no longer count.
+    fn wait(&mut self, now: Instant, limit: RateLimit) -> Option<Duration> {
+        let margin = self.margin.current();
+        let span = limit.window + margin;
+        // Keep what a wider margin could still count.
+        let keep = limit.window + margin.max(self.margin.cap());
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= keep)
+        {
+            self.sent.pop_front();
+        }
+        if let Some(until) = self.hold_until {
+            if until > now {
+                return Some(until - now);
+            }
+            self.hold_until = None;
+        }
+        let log = self.sent.make_contiguous();
+        let at = earliest(log, now, span, limit.requests as usize);
+        (at > now).then(|| at - now)
+    }
+}
+
+/// The earliest instant from `from` on at which fewer than `n` of `log` (sorted, none after
+/// `from`) lie within `span` before it.
+fn earliest(log: &[Instant], from: Instant, span: Duration, n: usize) -> Instant {
+    if log.len() < n {
+        return from;
+    }
+    // The n-th most recent send must have left the window.
+    let frees = log[log.len() - n].checked_add(span).unwrap_or(from);
+    from.max(frees)
+}

@@ -1,0 +1,145 @@
+//! The limiter against a model of a platform that stamps arrivals late, on a paused clock:
+//! each request reaches the server's sliding window a random delay in `[0, J]` after we send
+//! it (seeded), the server refuses the `N+1`-th arrival within `W`, and the answer comes back
+//! after that delay plus a processing time (30 ms for a page, 2 s for a sync call). The
+//! workload is a full sync: one page of 100 campaigns, then their 100 sync calls at once.
+//! Every send goes through the real limiter, and every 2xx reports its latency to it.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+/// SplitMix64: a seeded, dependency-free source of delays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, max]`, to the microsecond.
+    fn delay(&mut self, max: Duration) -> Duration {
+        let us = max.as_micros() as u64;
+        Duration::from_micros(self.next() % (us + 1))
+    }
+}
+
+/// The platform's rate limiter: a strict sliding window over arrival stamps.
+struct Server {
+    limit: RateLimit,
+    accepted: Vec<Instant>,
+    rejected: usize,
+}
+
+impl Server {
+    fn arrive(&mut self, at: Instant) -> bool {
+        let recent = self
+            .accepted
+            .iter()
+            .filter(|t| at.saturating_duration_since(**t) < self.limit.window)
+            .count();
+        let ok = recent < self.limit.requests as usize;
+        if ok {
+            self.accepted.push(at);
+        } else {
+            self.rejected += 1;
+        }
+        ok
+    }
+}
+
+struct World {
+    limiter: SlidingWindowLimiter,
+    server: Mutex<Server>,
+    rng: Mutex<Rng>,
+    jitter: Duration,
+}
+
+impl World {
+    /// One call, resent after each 429 as the client does: hold, then queue again.
+    async fn call(&self, endpoint: &'static str, processing: Duration) {
+        loop {
+            let sent = self.limiter.reserve().await.send().await;
+            let delay = self.rng.lock().unwrap().delay(self.jitter);
+            tokio::time::sleep(delay).await;
+            let ok = self.server.lock().unwrap().arrive(Instant::now());
+            tokio::time::sleep(processing).await;
+            if ok {
+                self.limiter.record_latency(endpoint, sent.at.elapsed());
+                return;
+            }
+            let window = self.limiter.limit().window;
+            self.limiter.hold(window, sent.at);
+        }
+    }
+}
+
+struct Run {
+    elapsed: Duration,
+    rejected: usize,
+    floor: Duration,
+}
+
+async fn full_sync(limit: RateLimit, jitter: Duration, seed: u64) -> Run {
+    let world = Arc::new(World {
+        limiter: SlidingWindowLimiter::new(limit),
+        server: Mutex::new(Server {
+            limit,
+            accepted: Vec::new(),
+            rejected: 0,
+        }),
+        rng: Mutex::new(Rng(seed)),
+        jitter,
+    });
+    let sync_time = Duration::from_secs(2);
+    let t0 = Instant::now();
+    world.call("list", Duration::from_millis(30)).await;
+    let syncs: Vec<_> = (0..100)
+        .map(|_| {
+            let world = world.clone();
+            tokio::spawn(async move { world.call("sync", sync_time).await })
+        })
+        .collect();
+    for s in syncs {
+        s.await.unwrap();
+    }
+    let rejected = world.server.lock().unwrap().rejected;
+    Run {
+        elapsed: t0.elapsed(),
+        rejected,
+        floor: limit.floor(101, sync_time),
+    }
+}
+
+async fn assert_full_syncs(window: Duration, within: f64) {
+    let limit = RateLimit::new(10, window).unwrap();
+    let jitter = Duration::from_millis(40);
+    let mut worst: f64 = 0.0;
+    for seed in 1..=20 {
+        let run = full_sync(limit, jitter, seed).await;
+        let ratio = run.elapsed.as_secs_f64() / run.floor.as_secs_f64();
+        assert_eq!(run.rejected, 0, "seed {seed}: {} 429s", run.rejected);
+        assert!(
+            ratio <= 1.0 + within,
+            "seed {seed}: {:?} against a floor of {:?} ({ratio:.4})",
+            run.elapsed,
+            run.floor
+        );
+        worst = worst.max(ratio);
+    }
+    eprintln!("window {window:?}: worst wall / floor = {worst:.4}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_second_windows_with_40_ms_of_arrival_jitter_draw_no_429_near_the_floor() {
+    assert_full_syncs(Duration::from_secs(2), 0.03).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixty_second_windows_with_40_ms_of_arrival_jitter_draw_no_429_near_the_floor() {
+    assert_full_syncs(Duration::from_secs(60), 0.01).await;
+}

@@ -1,0 +1,243 @@
+//! The limiter's rules, on a paused clock.
+
+use super::*;
+use std::sync::Arc;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn limit(n: u32, secs: u64) -> RateLimit {
+    RateLimit::new(n, Duration::from_secs(secs)).unwrap()
+}
+
+/// Checks a list of send times against the server's rule: fewer than `n` earlier sends
+/// less than `w` before each one.
+fn server_would_accept(sends: &[Instant], n: usize, w: Duration) -> bool {
+    sends.iter().enumerate().all(|(i, t)| {
+        sends[..i]
+            .iter()
+            .filter(|e| t.duration_since(**e) < w)
+            .count()
+            < n
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_n_go_at_once_then_n_per_window() {
+    let l = SlidingWindowLimiter::with_margin(limit(10, 60), Duration::ZERO);
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(l.acquire().await, Duration::ZERO);
+    }
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    for _ in 0..9 {
+        l.acquire().await;
+    }
+    assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), Duration::from_secs(120));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_never_exceed_the_window() {
+    let l = Arc::new(SlidingWindowLimiter::with_margin(limit(10, 60), 600 * MS));
+    let sends = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..55)
+        .map(|_| {
+            let (l, sends) = (l.clone(), sends.clone());
+            tokio::spawn(async move {
+                l.acquire().await;
+                sends.lock().unwrap().push(Instant::now());
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut sends = sends.lock().unwrap().clone();
+    sends.sort();
+    assert_eq!(sends.len(), 55);
+    assert!(server_would_accept(&sends, 10, Duration::from_secs(60)));
+    // 55 requests need five full windows plus the margin, not more.
+    let span = *sends.last().unwrap() - sends[0];
+    assert_eq!(span, 5 * Duration::from_millis(60_600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_holds_every_request_of_the_client() {
+    let l = SlidingWindowLimiter::new(limit(10, 60));
+    l.acquire().await;
+    l.hold(Duration::from_secs(30), Instant::now());
+    let t0 = Instant::now();
+    let waited = l.acquire().await;
+    assert_eq!(waited, Duration::from_secs(30));
+    assert_eq!(t0.elapsed(), Duration::from_secs(30));
+    // A shorter hold does not cut a longer one short.
+    l.hold(Duration::from_secs(20), Instant::now());
+    l.hold(Duration::from_secs(5), Instant::now());
+    assert_eq!(l.acquire().await, Duration::from_secs(20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_hold_neither_panics_nor_overflows() {
+    let l = SlidingWindowLimiter::new(limit(10, 60));
+    l.hold(Duration::MAX, Instant::now());
+    let wait = l.predicted_wait(Duration::ZERO);
+    assert!(wait >= Duration::from_secs(86_000) && wait <= Duration::from_secs(86_400));
+    assert_eq!(l.predicted_wait(Duration::MAX), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_429s_widens_the_margin_once() {
+    let l = SlidingWindowLimiter::with_margin(limit(10, 1), 10 * MS);
+    let burst: Vec<Sent> =
+        futures::future::join_all((0..5).map(|_| async { l.reserve().await.send().await })).await;
+    tokio::time::advance(30 * MS).await;
+
+    // Five 429s for requests of the same burst: one event.
+    for sent in &burst {
+        l.hold(Duration::ZERO, sent.at);
+    }
+    assert_eq!(l.margin(), 20 * MS);
+
+    // A 429 for a request sent after that widening is a new event.
+    tokio::time::advance(MS).await;
+    let later = l.reserve().await.send().await;
+    tokio::time::advance(30 * MS).await;
+    l.hold(Duration::ZERO, later.at);
+    l.hold(Duration::ZERO, later.at);
+    assert_eq!(l.margin(), 40 * MS);
+
+    // Doubling stops at a fifth of the window.
+    for _ in 0..10 {
+        let sent = l.reserve().await.send().await;
+        tokio::time::advance(MS).await;
+        l.hold(Duration::ZERO, sent.at);
+    }
+    assert_eq!(l.margin(), 200 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn available_counts_free_slots() {
+    let l = SlidingWindowLimiter::new(limit(3, 1));
+    assert_eq!(l.available(), 3);
+    l.acquire().await;
+    assert_eq!(l.available(), 2);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(l.available(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_permit_costs_no_slot() {
+    let l = SlidingWindowLimiter::with_margin(limit(1, 1), Duration::ZERO);
+    let permit = l.reserve().await;
+    drop(permit);
+    assert_eq!(l.available(), 1);
+    let t0 = Instant::now();
+    assert_eq!(l.acquire().await, Duration::ZERO);
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(l.state().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stamp_is_the_send_not_the_reservation() {
+    let l = Arc::new(SlidingWindowLimiter::with_margin(
+        limit(1, 1),
+        Duration::ZERO,
+    ));
+    let t0 = Instant::now();
+    let permit = l.reserve().await;
+    // Something slow between the reservation and the send (a token refresh).
+    tokio::time::advance(300 * MS).await;
+    let sent = permit.send().await;
+    assert_eq!(sent.at, t0 + 300 * MS);
+    assert_eq!(sent.waited, 300 * MS);
+
+    // The next send waits a full window from the real send, not from the reservation.
+    let next = l.reserve().await.send().await;
+    assert_eq!(next.at, t0 + 1300 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permit_holds_the_turn_until_it_sends() {
+    let l = Arc::new(SlidingWindowLimiter::with_margin(
+        limit(5, 1),
+        Duration::ZERO,
+    ));
+    let permit = l.reserve().await;
+    let other = tokio::spawn({
+        let l = l.clone();
+        async move { l.reserve().await.send().await.at }
+    });
+    tokio::time::advance(100 * MS).await;
+    assert!(
+        !other.is_finished(),
+        "another caller got a turn while a permit was held"
+    );
+    let mine = permit.send().await;
+    let theirs = other.await.unwrap();
+    assert!(theirs >= mine.at);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_after_a_hold_came_up_waits_for_it() {
+    let l = SlidingWindowLimiter::with_margin(limit(5, 1), Duration::ZERO);
+    let permit = l.reserve().await;
+    l.hold(500 * MS, Instant::now());
+    let t0 = Instant::now();
+    let sent = permit.send().await;
+    assert_eq!(sent.at, t0 + 500 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn predicted_wait_counts_the_log_the_hold_and_the_queue() {
+    let l = Arc::new(SlidingWindowLimiter::with_margin(
+        limit(2, 1),
+        Duration::ZERO,
+    ));
+    assert_eq!(l.predicted_wait(Duration::ZERO), Duration::ZERO);
+    l.acquire().await;
+    l.acquire().await;
+    // Full until 1 s.
+    assert_eq!(l.predicted_wait(Duration::ZERO), 1000 * MS);
+    assert_eq!(l.predicted_wait(400 * MS), 600 * MS);
+    assert_eq!(l.predicted_wait(2000 * MS), Duration::ZERO);
+    // Two queued callers take the two slots that free at 1 s: we would go at 2 s.
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire().await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_eq!(l.predicted_wait(Duration::ZERO), 2000 * MS);
+    // With a hold until 3 s, the queued two go at 3 s and we a window later.
+    l.hold(Duration::from_secs(3), Instant::now());
+    assert_eq!(l.predicted_wait(Duration::ZERO), Duration::from_secs(4));
+    for w in waiters {
+        w.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_measured_margin_wakes_a_waiter_held_by_the_warm_up_margin() {
+    let l = Arc::new(SlidingWindowLimiter::new(
+        RateLimit::new(1, 2000 * MS).unwrap(),
+    ));
+    assert_eq!(l.margin(), 400 * MS, "warm-up: a fifth of the window");
+    let t0 = Instant::now();
+    l.acquire().await;
+    let waiter = tokio::spawn({
+        let l = l.clone();
+        async move { l.acquire().await }
+    });
+    tokio::task::yield_now().await;
+    tokio::time::advance(2010 * MS).await;
+    for _ in 0..8 {
+        l.record_latency("list", 20 * MS);
+    }
+    assert!(l.margin() < 10 * MS, "{:?}", l.margin());
+    let waited = waiter.await.unwrap();
+    assert_eq!(waited, 2010 * MS, "woken as soon as the margin shrank");
+    assert_eq!(t0.elapsed(), 2010 * MS);
+}
