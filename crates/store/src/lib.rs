@@ -187,6 +187,7 @@ impl Store {
         run: NewRun<'_>,
         ttl: Duration,
     ) -> Result<(RunRecord, Lease), StoreError> {
+        let ttl = bounded(ttl);
         let (id, epoch) = dispatch!(self, create_run(&run, ttl))
             .map_err(|e| StoreError::unique_violation_as_running(e, run.tenant))?;
         let lease = Lease {
@@ -207,7 +208,16 @@ impl Store {
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<(RunRecord, Lease)>, StoreError> {
-        let Some((tenant, epoch)) = dispatch!(self, take_over(run, owner, ttl))? else {
+        let ttl = bounded(ttl);
+        let taken = match dispatch!(self, take_over(run, owner, ttl)) {
+            // Another run of the tenant is running (the partial unique index said so).
+            Err(StoreError::Query(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+                let tenant = self.run(run).await?.tenant_id;
+                return Err(StoreError::RunInProgress(tenant));
+            }
+            other => other?,
+        };
+        let Some((tenant, epoch)) = taken else {
             return Ok(None);
         };
         let lease = Lease {
@@ -222,6 +232,7 @@ impl Store {
     /// Extends the lease by `ttl` from now, and records the heartbeat. Fails with
     /// [`StoreError::LeaseLost`] when another process took the run over.
     pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        let ttl = bounded(ttl);
         dispatch!(self, renew(lease, ttl))
     }
 
@@ -365,4 +376,10 @@ impl Store {
     pub async fn metrics_count(&self, tenant: &str) -> Result<i64, StoreError> {
         dispatch!(self, count("campaign_metrics", tenant))
     }
+}
+
+/// Lease times beyond a century are a century: both databases then still hold the expiry
+/// as a timestamp they can compare (SQLite's text form stops at year 9999).
+fn bounded(ttl: Duration) -> Duration {
+    ttl.min(Duration::from_secs(100 * 365 * 24 * 3600))
 }

@@ -23,10 +23,7 @@ on_both_databases!(
     a_run_that_ended_cannot_be_taken_over,
     abandoning_a_run_whose_owner_died_fails_it,
 );
-// PostgreSQL cannot store a page of campaigns until the store bug named below is fixed
-// (`returning` used as a column name); then move these names up and delete this block.
 on_both_databases!(
-    postgres: #[ignore = "store bug: on PostgreSQL every page with campaigns fails, `SELECT returning FROM prior` uses a reserved word (src/pg/pages.rs:142)"];
     a_process_that_lost_its_lease_writes_nothing_and_the_new_owner_writes,
     a_live_lease_cannot_be_taken_over,
     abandoning_an_interrupted_run_fails_it_and_fences_its_last_owner,
@@ -34,23 +31,23 @@ on_both_databases!(
 
 on_both_databases!(
     @test abandoning_a_run_someone_holds_changes_nothing,
-    postgres: [#[ignore = "store bug: abandon deletes the listing set of a run it did not abandon (src/pg/mod.rs:109); and `SELECT returning` (src/pg/pages.rs:142)"]],
-    sqlite: [#[ignore = "store bug: abandon deletes the listing set of a run it did not abandon (src/sqlite/mod.rs:179)"]],
+    postgres: [],
+    sqlite: [],
 );
 on_both_databases!(
     @test taking_over_a_run_while_another_run_of_its_tenant_is_running_is_refused_as_in_progress,
-    postgres: [#[ignore = "store bug: take_over surfaces the unique-index violation as a raw Query error (src/lib.rs:204 take_over)"]],
-    sqlite: [#[ignore = "store bug: take_over surfaces the unique-index violation as a raw Query error (src/lib.rs:204 take_over)"]],
+    postgres: [],
+    sqlite: [],
 );
 on_both_databases!(
     @test a_lease_of_ten_thousand_years_is_live,
     postgres: [],
-    sqlite: [#[ignore = "store bug: a lease ending after year 9999 is stored as `+YYYYY-...` text that parse_ts cannot read back and that sorts before today (src/sqlite/mod.rs:49 lease_times)"]],
+    sqlite: [],
 );
 on_both_databases!(
     @test a_lease_without_end_is_live,
-    postgres: [#[ignore = "store bug: a ttl beyond PostgreSQL's timestamp range fails create_run with timestamp out of range (src/pg/mod.rs:43)"]],
-    sqlite: [#[ignore = "store bug: lease_times saturates to DateTime::MAX_UTC, stored as `+262142-...` text that parse_ts cannot read back (src/sqlite/mod.rs:54)"]],
+    postgres: [],
+    sqlite: [],
 );
 
 /// Everything a write of a run could change, as comparable JSON.

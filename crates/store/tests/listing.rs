@@ -18,10 +18,7 @@ on_both_databases!(
     stopping_a_run_keeps_its_listing_sets_and_finishing_it_empties_them,
     a_failed_run_drops_its_listing_sets,
 );
-// PostgreSQL cannot store a page of campaigns until the store bug named below is fixed
-// (`returning` used as a column name); then move these names up and delete this block.
 on_both_databases!(
-    postgres: #[ignore = "store bug: on PostgreSQL every page with campaigns fails, `SELECT returning FROM prior` uses a reserved word (src/pg/pages.rs:142)"];
     campaigns_missing_from_a_complete_listing_are_marked_removed_not_deleted,
     a_listing_that_is_done_but_not_complete_marks_nothing_removed,
     a_removed_campaign_that_comes_back_is_no_longer_removed,
@@ -31,8 +28,8 @@ on_both_databases!(
 );
 on_both_databases!(
     @test a_removed_campaign_listed_again_with_an_invalid_record_is_no_longer_removed,
-    postgres: [#[ignore = "store bug: removed_at is cleared only by a valid record, and finish_run then resolves the letter as removed (src/pg/pages.rs:196 mark_removed, src/pg/mod.rs:147 finish_run); and `SELECT returning` (src/pg/pages.rs:142)"]],
-    sqlite: [#[ignore = "store bug: removed_at is cleared only by a valid record, and finish_run then resolves the letter as removed (src/sqlite/pages.rs mark_removed, src/sqlite/mod.rs:217 finish_run)"]],
+    postgres: [],
+    sqlite: [],
 );
 
 /// A run of `tenant` that lists and stores exactly `campaigns`, completely, and succeeds.

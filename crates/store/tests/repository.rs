@@ -11,10 +11,7 @@ use chrono::Utc;
 use common::*;
 
 on_both_databases!(one_running_run_per_tenant,);
-// PostgreSQL cannot store a page of campaigns until the store bug named below is fixed
-// (`returning` used as a column name); then move these names up and delete this block.
 on_both_databases!(
-    postgres: #[ignore = "store bug: on PostgreSQL every page with campaigns fails, `SELECT returning FROM prior` uses a reserved word (src/pg/pages.rs:142)"];
     storing_a_page_twice_or_in_a_new_run_never_duplicates,
     names_are_byte_exact_and_budgets_exact_to_the_cent,
     the_checkpoint_tracks_pages_and_synced_campaigns,

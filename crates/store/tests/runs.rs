@@ -14,10 +14,7 @@ use chrono::Utc;
 use common::*;
 
 on_both_databases!(dismissing_dead_letters_by_id_or_all_at_once,);
-// PostgreSQL cannot store a page of campaigns until the store bug named below is fixed
-// (`returning` used as a column name); then move these names up and delete this block.
 on_both_databases!(
-    postgres: #[ignore = "store bug: on PostgreSQL every page with campaigns fails, `SELECT returning FROM prior` uses a reserved word (src/pg/pages.rs:142)"];
     a_campaign_dead_lettered_again_after_a_take_over_counts_once,
     a_campaign_synced_after_its_sync_failed_leaves_the_run_succeeded,
     a_finished_run_whose_listing_is_not_complete_is_partial,

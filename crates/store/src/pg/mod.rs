@@ -106,12 +106,16 @@ pub async fn abandon(pool: &PgPool, run: RunId, reason: &str) -> Result<bool, St
     .bind(reason)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM listing_seen WHERE run_id = $1")
-        .bind(run)
-        .execute(&mut *tx)
-        .await?;
+    let abandoned = done.rows_affected() == 1;
+    if abandoned {
+        // Only a run nobody holds: a live holder's checkpoint must stay whole.
+        sqlx::query("DELETE FROM listing_seen WHERE run_id = $1")
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(abandoned)
 }
 
 /// Locks the run's row for the rest of the transaction if `lease` still holds it; a

@@ -49,6 +49,16 @@ pub async fn store_page(
     }
     let mut outcome = upsert_campaigns(&mut tx, lease, b).await?;
     if !b.listed.is_empty() {
+        // Listed again, valid record or not: the platform has it, so it is not removed.
+        outcome.returned = sqlx::query(
+            "UPDATE campaigns SET removed_at = NULL
+             WHERE tenant_id = $1 AND id = ANY($2::text[]) AND removed_at IS NOT NULL",
+        )
+        .bind(&lease.tenant)
+        .bind(&b.listed)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         sqlx::query(
             "INSERT INTO listing_seen (run_id, campaign_id, pass)
              SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
@@ -108,11 +118,10 @@ async fn upsert_campaigns(
                 $5::int8[], $6::int8[], $7::int8[], $8::timestamptz[], $9::text[])
                 AS x(id, name, status, budget, impressions, clicks, conversions, created_at, raw)
         ), prior AS (
-            -- Read before the upsert (one snapshot for the whole statement): campaigns this
-            -- run had stored already, and campaigns coming back from removal.
-            SELECT count(*) FILTER (WHERE last_run_id = $11) AS mine,
-                   count(*) FILTER (WHERE removed_at IS NOT NULL) AS returning
-            FROM campaigns WHERE tenant_id = $10 AND id = ANY($1::text[])
+            -- Campaigns this run had stored already, read before the upsert (one snapshot
+            -- for the whole statement).
+            SELECT count(*) AS mine FROM campaigns
+            WHERE tenant_id = $10 AND last_run_id = $11 AND id = ANY($1::text[])
         ), upserted AS (
             INSERT INTO campaigns AS c (tenant_id, id, name, status, budget, impressions, clicks,
                 conversions, created_at, first_seen_at, updated_at, last_run_id, raw, removed_at)
@@ -124,7 +133,7 @@ async fn upsert_campaigns(
                 impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks,
                 conversions = EXCLUDED.conversions, created_at = EXCLUDED.created_at,
                 updated_at = EXCLUDED.updated_at, last_run_id = EXCLUDED.last_run_id,
-                raw = EXCLUDED.raw, removed_at = NULL
+                raw = EXCLUDED.raw
         ), metrics AS (
             INSERT INTO campaign_metrics (tenant_id, campaign_id, run_id, observed_at,
                 impressions, clicks, conversions)
@@ -138,8 +147,7 @@ async fn upsert_campaigns(
               AND campaign_id IN (SELECT id FROM input)
         )
         -- Data-modifying CTEs run to completion whether or not they are read.
-        SELECT (SELECT count(*) FROM input) - (SELECT mine FROM prior) AS newly,
-               (SELECT returning FROM prior) AS returned",
+        SELECT (SELECT count(*) FROM input) - (SELECT mine FROM prior) AS newly",
     )
     .bind(&ids)
     .bind(&names)
@@ -157,7 +165,6 @@ async fn upsert_campaigns(
     .await?;
     Ok(PageOutcome {
         newly_stored: row.try_get::<i64, _>("newly")?.max(0) as u64,
-        returned: row.try_get::<i64, _>("returned")?.max(0) as u64,
         ..PageOutcome::default()
     })
 }

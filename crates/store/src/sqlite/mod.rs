@@ -176,12 +176,16 @@ pub async fn abandon(pool: &SqlitePool, run: RunId, reason: &str) -> Result<bool
     .bind(&now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM listing_seen WHERE run_id = ?1")
-        .bind(run)
-        .execute(&mut *tx)
-        .await?;
+    let abandoned = done.rows_affected() == 1;
+    if abandoned {
+        // Only a run nobody holds: a live holder's checkpoint must stay whole.
+        sqlx::query("DELETE FROM listing_seen WHERE run_id = ?1")
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    Ok(abandoned)
 }
 
 /// Fails unless `lease` still holds the run. Inside a `BEGIN IMMEDIATE` transaction, which

@@ -46,6 +46,21 @@ pub async fn store_page(
     }
     let mut outcome = upsert_campaigns(&mut tx, lease, b, &observed).await?;
     for chunk in b.listed.chunks(CHUNK) {
+        // Listed again, valid record or not: the platform has it, so it is not removed.
+        let sql = repeated(
+            "UPDATE campaigns SET removed_at = NULL
+             WHERE tenant_id = ? AND removed_at IS NOT NULL AND id IN (",
+            "?",
+            chunk.len(),
+            ")",
+        );
+        let mut clear = sqlx::query(sql).bind(&lease.tenant);
+        for id in chunk {
+            clear = clear.bind(*id);
+        }
+        outcome.returned += clear.execute(&mut *tx).await?.rows_affected();
+    }
+    for chunk in b.listed.chunks(CHUNK) {
         let sql = repeated(
             "INSERT INTO listing_seen (run_id, campaign_id, pass) VALUES ",
             "(?,?,?)",
@@ -117,24 +132,21 @@ async fn upsert_campaigns(
     .fetch_one(&mut *tx)
     .await?;
     for chunk in b.campaigns.chunks(CHUNK) {
-        // Read before the upsert: campaigns this run had stored already, and campaigns
-        // coming back from removal.
+        // Campaigns this run had stored already, read before the upsert.
         let sql = repeated(
-            "SELECT coalesce(sum(last_run_id = ?), 0), coalesce(sum(removed_at IS NOT NULL), 0)
-             FROM campaigns WHERE tenant_id = ? AND id IN (",
+            "SELECT count(*) FROM campaigns WHERE tenant_id = ? AND last_run_id = ? AND id IN (",
             "?",
             chunk.len(),
             ")",
         );
-        let mut prior = sqlx::query_as::<_, (i64, i64)>(sql)
-            .bind(lease.run)
-            .bind(&lease.tenant);
+        let mut prior = sqlx::query_scalar::<_, i64>(sql)
+            .bind(&lease.tenant)
+            .bind(lease.run);
         for c in chunk {
             prior = prior.bind(c.id.as_str());
         }
-        let (mine, returning) = prior.fetch_one(&mut *tx).await?;
+        let mine = prior.fetch_one(&mut *tx).await?;
         outcome.newly_stored += (chunk.len() as i64 - mine).max(0) as u64;
-        outcome.returned += returning.max(0) as u64;
 
         let sql = repeated(
             "INSERT INTO campaigns (tenant_id, id, name, status, budget, impressions, clicks,
@@ -147,7 +159,7 @@ async fn upsert_campaigns(
                 impressions = excluded.impressions, clicks = excluded.clicks,
                 conversions = excluded.conversions, created_at = excluded.created_at,
                 updated_at = excluded.updated_at, last_run_id = excluded.last_run_id,
-                raw = excluded.raw, removed_at = NULL",
+                raw = excluded.raw",
         );
         let mut upsert = sqlx::query(sql);
         for c in chunk {
