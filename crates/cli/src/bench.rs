@@ -4,12 +4,12 @@
 //!   against the rate-limit floor, 429s, and the process's peak RSS.
 //! - `store`: upsert throughput of the repository, PostgreSQL or SQLite.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use adsync_client::{AdClient, RetryPolicy};
 use adsync_domain::{Campaign, Money, RateLimit};
 use adsync_sim::{Profile, SimConfig, Simulator};
-use adsync_store::{PageBatch, RunStatus, Store};
+use adsync_store::{ListingCursor, NewRun, PageBatch, RunEnd, RunEnding, RunStatus, Store};
 use adsync_sync::{BreakerConfig, SyncConfig, SyncEngine};
 use chrono::Utc;
 use clap::{Args, Subcommand};
@@ -38,6 +38,10 @@ enum BenchCommand {
         /// Page size asked for.
         #[arg(long, default_value_t = 100)]
         page_size: u64,
+        /// Real (unscaled) delay of up to this much before the simulator counts a request in
+        /// its rate window: a server that stamps arrivals late.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        arrival_jitter: std::time::Duration,
         /// Database for the runs; default: a fresh SQLite file in a temporary directory.
         #[arg(long)]
         database_url: Option<String>,
@@ -68,21 +72,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             time_scale,
             rate_limit,
             page_size,
+            arrival_jitter,
             database_url,
         } => {
             println!(
-                "| campaigns | page size | calls | duration | floor | duration/floor | 429s | retries | peak RSS |"
+                "| campaigns | page size | window | jitter | calls | duration | floor | duration/floor | 429s | retries | peak RSS |"
             );
-            println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            println!(
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            );
             for n in campaigns {
-                bench_sync(
-                    n,
-                    time_scale,
+                let run = SyncBench {
+                    campaigns: n,
+                    scale: time_scale,
                     rate_limit,
                     page_size,
-                    database_url.as_deref(),
-                )
-                .await?;
+                    arrival_jitter,
+                };
+                run.run(database_url.as_deref()).await?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -95,65 +102,79 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn bench_sync(
+/// One sync benchmark: a fresh run against the in-process simulator (reference behaviour).
+struct SyncBench {
     campaigns: usize,
     scale: f64,
     rate_limit: RateLimit,
     page_size: u64,
-    database_url: Option<&str>,
-) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("adsync-bench-{}-{campaigns}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let url = database_url
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
-    let store = Store::connect(&url).await?;
-    let sim = Simulator::start_local(SimConfig {
-        campaigns,
-        rate_limit,
-        time_scale: scale,
-        ..SimConfig::for_profile(Profile::Reference)
-    })
-    .await?;
-    let client = AdClient::new(crate::platform::client_config(
-        sim.url().parse()?,
-        crate::platform::simulator_account(),
-        rate_limit,
-        RetryPolicy::default(),
-        scale,
-    ))?;
-    let tenant = format!("bench-{}-{campaigns}", std::process::id());
-    let engine = SyncEngine::new(
-        client,
-        store.clone(),
-        SyncConfig {
-            tenant,
-            page_size,
-            fresh: true,
-            breaker: BreakerConfig::default().scaled(scale),
-            ..SyncConfig::default()
-        },
-    );
-    let report = engine.run(CancellationToken::new()).await?;
-    anyhow::ensure!(
-        report.status == RunStatus::Succeeded,
-        "bench run ended {}: {:?}",
-        report.status,
-        report.error
-    );
-    let calls = report.counters.pages + report.counters.campaigns_synced;
-    println!(
-        "| {campaigns} | {page_size} | {calls} | {:.2} s | {:.2} s | {:.3} | {} | {} | {} |",
-        report.duration.as_secs_f64(),
-        report.floor.as_secs_f64(),
-        report.floor_ratio,
-        report.client.rate_limited,
-        report.client.retries,
-        peak_rss().map_or("n/a".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
-    );
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    arrival_jitter: std::time::Duration,
+}
+
+impl SyncBench {
+    async fn run(&self, database_url: Option<&str>) -> anyhow::Result<()> {
+        let n = self.campaigns;
+        let dir = std::env::temp_dir().join(format!("adsync-bench-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let url = database_url
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display()));
+        let store = Store::connect(&url).await?;
+        let sim = Simulator::start_local(SimConfig {
+            campaigns: n,
+            rate_limit: self.rate_limit,
+            time_scale: self.scale,
+            arrival_jitter: self.arrival_jitter,
+            ..SimConfig::for_profile(Profile::Reference)
+        })
+        .await?;
+        let client = AdClient::new(crate::platform::client_config(
+            sim.url().parse()?,
+            crate::platform::simulator_account(),
+            self.rate_limit,
+            RetryPolicy::default(),
+            self.scale,
+        ))?;
+        let window = client.config().rate_limit.window;
+        let engine = SyncEngine::new(
+            client,
+            store.clone(),
+            SyncConfig {
+                tenant: format!("bench-{}-{n}", std::process::id()),
+                page_size: self.page_size,
+                fresh: true,
+                breaker: BreakerConfig::default().scaled(self.scale),
+                ..SyncConfig::default()
+            },
+        );
+        let report = engine.run(CancellationToken::new()).await?;
+        anyhow::ensure!(
+            report.status == RunStatus::Succeeded,
+            "bench run ended {}: {:?}",
+            report.status,
+            report.error
+        );
+        let calls = report.counters.pages + report.counters.campaigns_synced;
+        println!(
+            "| {n} | {} | {:.0} ms | {} ms | {calls} | {:.2} s | {} | {} | {} | {} | {} |",
+            self.page_size,
+            window.as_secs_f64() * 1e3,
+            self.arrival_jitter.as_millis(),
+            report.duration.as_secs_f64(),
+            report
+                .floor
+                .map_or_else(|| "-".into(), |f| format!("{:.2} s", f.as_secs_f64())),
+            report
+                .floor_ratio
+                .map_or_else(|| "-".into(), |r| format!("{r:.3}")),
+            report.client.rate_limited,
+            report.client.retries,
+            peak_rss().map_or("n/a".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
 }
 
 /// The process's peak resident set size in KiB (`VmHWM`), on Linux.
@@ -238,14 +259,14 @@ async fn store_pages(
     pass: i64,
 ) -> anyhow::Result<()> {
     let tenant = bench_tenant(writer);
-    let run = store
-        .start_run(
-            &tenant,
-            batch as u64,
-            &adsync_sync::this_process(),
-            Utc::now(),
-        )
-        .await?;
+    let owner = adsync_sync::this_process();
+    let new = NewRun {
+        tenant: &tenant,
+        page_size: batch as u64,
+        platform: "bench",
+        owner: &owner,
+    };
+    let (_, lease) = store.create_run(new, Duration::from_secs(600)).await?;
     let pages: Vec<Vec<Campaign>> = (0..rows)
         .collect::<Vec<_>>()
         .chunks(batch)
@@ -253,21 +274,41 @@ async fn store_pages(
         .collect();
     for (i, page) in pages.iter().enumerate() {
         let last = i + 1 == pages.len();
+        let ids: Vec<&str> = page.iter().map(|c| c.id.as_str()).collect();
+        let cursor = ListingCursor {
+            next_page: i as u64 + 2,
+            reported_total: Some(rows as u64),
+            page_limit: Some(batch as u64),
+            pass_total: Some(rows as u64),
+            done: last,
+            complete: last,
+            ..ListingCursor::default()
+        };
         store
-            .store_page(&PageBatch {
-                tenant: &tenant,
-                run: run.id,
-                page: i as u64 + 1,
-                next_page: (!last).then_some(i as u64 + 2),
-                seen: page.len() as u64,
-                campaigns: page,
-                dead_letters: &[],
-                observed_at: Utc::now(),
-            })
+            .store_page(
+                &lease,
+                &PageBatch {
+                    cursor,
+                    listed_ids: &ids,
+                    seen: page.len() as u64,
+                    campaigns: page,
+                    dead_letters: &[],
+                    warnings: &[],
+                    counts_as_page: true,
+                    observed_at: Utc::now(),
+                },
+            )
             .await?;
     }
-    store
-        .finish_run(run.id, RunStatus::Succeeded, None, Utc::now())
-        .await?;
+    let end = RunEnd {
+        ending: RunEnding::Finished,
+        error: None,
+        client: Default::default(),
+        active_seconds: 0.0,
+        throttled_seconds: 0.0,
+        floor_seconds: None,
+        at: Utc::now(),
+    };
+    store.finish_run(&lease, &end).await?;
     Ok(())
 }

@@ -1,13 +1,15 @@
-//! `adsync`: the command line. `main` only calls [`try_main`] and maps errors to exit codes;
-//! each subcommand lives in its own module.
-//!
-//! Exit codes: 0 done; 2 partial (dead letters); 1 failed or bad input; 130 interrupted.
+//! `adsync`: the command line. `main` only calls [`try_main`] and maps errors to exit codes
+//! ([`exit`]); each subcommand lives in its own module.
 
 mod bench;
 mod dead_letters;
+mod exit;
 mod logging;
 mod platform;
+mod progress_view;
+mod runs;
 mod simulate;
+mod summary;
 mod sync;
 
 use std::{io::IsTerminal, process::ExitCode};
@@ -27,10 +29,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Sync every campaign of a tenant from the platform into the database (resumes an
-    /// interrupted run). Without --api-url it syncs from the built-in simulator.
+    /// interrupted run). With no platform and no database configured, it syncs the built-in
+    /// simulator into ./adsync.db. Exit codes: 0 done, 2 partial, 1 failed or bad input, 130
+    /// stopped by the user, 75 platform or database down (retry later).
     Sync(sync::SyncArgs),
     /// Apply database migrations (sync does it too) and report.
     Migrate(platform::DbArgs),
+    /// A tenant's run history (status, counters, duration against the floor, drift,
+    /// warnings), or one run in full with `runs show ID`.
+    Runs(runs::RunsArgs),
     /// List or retry records that could not be stored or synced.
     DeadLetters(dead_letters::DeadLettersArgs),
     /// Run the ad platform simulator (the reference mock server, quirks included, plus chaos).
@@ -45,7 +52,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: what failed and what to do. Detail went to the log at debug level.
             logging::fatal(&one_line(&format!("{err:#}")));
-            ExitCode::from(1)
+            ExitCode::from(exit::code_of(&err))
         }
     }
 }
@@ -83,12 +90,13 @@ fn try_main() -> anyhow::Result<ExitCode> {
                 let store = db.connect().await?;
                 println!(
                     "database {} ({}) is migrated and ready",
-                    adsync_store::redact_url(&db.database_url),
+                    adsync_store::redact_url(db.url()),
                     store.kind()
                 );
                 store.close().await;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Runs(args) => runs::run(args).await,
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,

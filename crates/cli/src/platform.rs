@@ -1,22 +1,34 @@
-//! The flags that say which platform to talk to and how, shared by `sync` and
-//! `dead-letters retry`; and the built-in simulator used when no `--api-url` is given.
+//! The flags that say which platform and database to talk to, shared by `sync` and
+//! `dead-letters retry`; and the built-in simulator, used only when asked for (`--simulator`)
+//! or when neither a platform nor a database is configured (the README's first command), so
+//! simulated rows never reach a real database by accident.
 
 use std::{path::PathBuf, time::Duration};
 
 use adsync_client::{AdClient, ClientConfig, Credentials, RetryPolicy};
 use adsync_domain::RateLimit;
 use adsync_sim::{Profile, SimConfig, Simulator};
-use anyhow::{Context, bail};
+use adsync_store::{Store, StoreOptions, redact_url};
+use anyhow::Context;
 use clap::Args;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::exit::{Failure, config_error};
+
+/// The default database when none is configured.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://adsync.db";
+
 #[derive(Debug, Args)]
 pub struct PlatformArgs {
-    /// Base URL of the ad platform. Without it, adsync starts its built-in simulator
-    /// in-process (reference behaviour, time scale 60) and says so.
-    #[arg(long, env = "AD_PLATFORM_API_URL")]
+    /// Base URL of the ad platform. Required once a database is configured (DATABASE_URL or
+    /// --database-url), unless --simulator is given.
+    #[arg(long, env = "AD_PLATFORM_API_URL", value_parser = http_url)]
     pub api_url: Option<Url>,
+    /// Sync from the built-in simulator (in-process, reference behaviour, time scale 60),
+    /// even into a configured database. Without any configuration it is used anyway.
+    #[arg(long, conflicts_with = "api_url")]
+    pub simulator: bool,
     /// Sent as X-Client-ID; the platform's rate limit is per client id.
     #[arg(long, env = "AD_PLATFORM_CLIENT_ID", default_value = "adsync")]
     pub client_id: String,
@@ -24,30 +36,94 @@ pub struct PlatformArgs {
     #[arg(long, env = "ADSYNC_RATE_LIMIT", default_value = "10/60s")]
     pub rate_limit: RateLimit,
     /// Give up on a request after this long (a hang) and retry it.
-    #[arg(long, env = "ADSYNC_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ADSYNC_REQUEST_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub request_timeout: Duration,
-    /// Attempts per call for transient failures (503, timeouts, resets, malformed bodies).
-    #[arg(long, env = "ADSYNC_MAX_ATTEMPTS", default_value_t = 6)]
-    pub max_attempts: usize,
+    /// Attempts per call for transient failures (503, timeouts, resets, truncated bodies).
+    #[arg(long, env = "ADSYNC_MAX_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub max_attempts: u16,
+    /// Longest wait a platform's 429 may impose (Retry-After header or retry_after body);
+    /// longer values are clamped. Default: three rate-limit windows.
+    #[arg(long, env = "ADSYNC_MAX_RETRY_AFTER", value_parser = positive_duration)]
+    pub max_retry_after: Option<Duration>,
     /// A file with AD_PLATFORM_EMAIL=... and AD_PLATFORM_PASSWORD=... lines. Credentials are
     /// never taken from a flag; without this file they come from those environment variables.
     #[arg(long, env = "ADSYNC_CREDENTIALS_FILE")]
     pub credentials_file: Option<PathBuf>,
-    /// Built-in simulator only: campaigns in its data set.
-    #[arg(long, env = "ADSYNC_SIM_CAMPAIGNS", default_value_t = 100)]
-    pub sim_campaigns: usize,
-    /// Built-in simulator only: reference, calm or chaos.
-    #[arg(long, env = "ADSYNC_SIM_PROFILE", default_value = "reference")]
-    pub sim_profile: String,
-    /// Built-in simulator only: every duration divided by this (60: a minute lasts a second).
-    #[arg(long, env = "ADSYNC_SIM_TIME_SCALE", default_value_t = 60.0)]
-    pub sim_time_scale: f64,
-    /// Built-in simulator only: make every n-th campaign invalid (dead-letter demo).
-    #[arg(long, env = "ADSYNC_SIM_INVALID_EVERY")]
-    pub sim_invalid_every: Option<usize>,
+    #[command(flatten)]
+    pub sim: SimArgs,
 }
 
-/// A client, and the simulator it talks to when none was given (kept alive with it).
+/// Knobs of the built-in simulator (ignored against a real platform).
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Built-in simulator only: campaigns in its data set.
+    #[arg(long, env = "ADSYNC_SIM_CAMPAIGNS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub sim_campaigns: u32,
+    /// Built-in simulator only: reference, calm or chaos.
+    #[arg(long, env = "ADSYNC_SIM_PROFILE", default_value = "reference", value_parser = profile)]
+    pub sim_profile: Profile,
+    /// Built-in simulator only: every duration divided by this (60: a minute lasts a second).
+    #[arg(long, env = "ADSYNC_SIM_TIME_SCALE", default_value_t = 60.0, value_parser = positive_f64)]
+    pub sim_time_scale: f64,
+    /// Built-in simulator only: make every n-th campaign invalid (dead-letter demo).
+    #[arg(long, env = "ADSYNC_SIM_INVALID_EVERY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub sim_invalid_every: Option<u32>,
+}
+
+fn http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s)
+        .map_err(|e| format!("{s:?} is not a URL ({e}); use e.g. https://ads.example.com"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(format!(
+            "{s:?} is not an http(s) URL; use e.g. https://ads.example.com"
+        ));
+    }
+    Ok(url)
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(e) => Err(format!("{e} (write e.g. 10s, 500ms, 2m)")),
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+fn profile(s: &str) -> Result<Profile, String> {
+    s.parse()
+}
+
+/// Where the data will come from, decided before anything is opened.
+pub enum Source {
+    /// A real platform.
+    Platform { url: Url, credentials: Credentials },
+    /// The built-in simulator.
+    Simulator { credentials: Credentials },
+}
+
+impl Source {
+    /// The label recorded on runs: the platform's URL (without any userinfo), or `simulator`.
+    pub fn label(&self) -> String {
+        match self {
+            Source::Platform { url, .. } => {
+                let mut url = url.clone();
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Source::Simulator { .. } => "simulator".into(),
+        }
+    }
+}
+
+/// A client, and the simulator it talks to when one is used (kept alive with it).
 pub struct Platform {
     pub client: AdClient,
     pub simulator: Option<Simulator>,
@@ -56,49 +132,66 @@ pub struct Platform {
 }
 
 impl PlatformArgs {
-    pub async fn connect(&self) -> anyhow::Result<Platform> {
-        let (base_url, credentials, simulator, scale) = match &self.api_url {
-            Some(url) => {
+    /// Decides the source and checks the configuration, with no I/O but reading a
+    /// credentials file: a missing variable fails before any database file is created.
+    pub fn source(&self, db: &DbArgs) -> Result<Source, Failure> {
+        match (&self.api_url, self.simulator, &db.database_url) {
+            (Some(url), _, _) => {
                 let credentials = self.credentials()?.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no credentials for {url}: set AD_PLATFORM_EMAIL and AD_PLATFORM_PASSWORD, or pass --credentials-file"
-                    )
+                    config_error(format!(
+                        "no credentials for {}: set AD_PLATFORM_EMAIL and AD_PLATFORM_PASSWORD, or pass --credentials-file",
+                        Source::Platform { url: url.clone(), credentials: simulator_account() }.label()
+                    ))
                 })?;
-                (url.clone(), credentials, None, 1.0)
+                Ok(Source::Platform {
+                    url: url.clone(),
+                    credentials,
+                })
             }
-            None => {
-                let scale = self.sim_time_scale;
-                if !(scale.is_finite() && scale > 0.0) {
-                    bail!("--sim-time-scale must be a positive number, got {scale}");
-                }
-                let profile: Profile = self.sim_profile.parse().map_err(anyhow::Error::msg)?;
+            (None, false, Some(database)) => Err(config_error(format!(
+                "a database is configured ({}) but AD_PLATFORM_API_URL is not: set AD_PLATFORM_API_URL (or --api-url) to the platform to sync, or pass --simulator to sync the built-in simulator into that database",
+                redact_url(database)
+            ))),
+            (None, _, _) => Ok(Source::Simulator {
+                // The simulator's test account, unless the user brought credentials (then
+                // wrong ones fail as they would against a real platform).
+                credentials: self.credentials()?.unwrap_or_else(simulator_account),
+            }),
+        }
+    }
+
+    /// Builds the client (and starts the simulator when the source is the simulator).
+    pub async fn connect(&self, source: Source) -> anyhow::Result<Platform> {
+        let (base_url, credentials, simulator, scale) = match source {
+            Source::Platform { url, credentials } => (url, credentials, None, 1.0),
+            Source::Simulator { credentials } => {
+                let scale = self.sim.sim_time_scale;
+                let profile = self.sim.sim_profile;
                 let mut config = SimConfig::for_profile(profile);
-                config.campaigns = self.sim_campaigns;
+                config.campaigns = self.sim.sim_campaigns as usize;
                 config.rate_limit = self.rate_limit;
                 config.time_scale = scale;
-                config.invalid_every = self.sim_invalid_every;
+                config.invalid_every = self.sim.sim_invalid_every.map(|n| n as usize);
                 let sim = Simulator::start_local(config)
                     .await
                     .context("could not start the built-in simulator")?;
                 crate::logging::notice(&format!(
-                    "no --api-url given: using the built-in simulator at {} ({profile} behaviour, {} campaigns, time scale {scale}); set AD_PLATFORM_API_URL to sync a real platform",
+                    "using the built-in simulator at {} ({profile} behaviour, {} campaigns, time scale {scale}); set AD_PLATFORM_API_URL to sync a real platform",
                     sim.url(),
-                    self.sim_campaigns
+                    self.sim.sim_campaigns
                 ));
-                // The simulator's test account, unless the user brought credentials (then
-                // wrong ones fail as they would against a real platform).
-                let credentials = self.credentials()?.unwrap_or_else(simulator_account);
                 let url = sim.url().parse().expect("the simulator's URL parses");
                 (url, credentials, Some(sim), scale)
             }
         };
         let retry = RetryPolicy {
-            max_attempts: self.max_attempts.max(1),
+            max_attempts: usize::from(self.max_attempts),
             ..RetryPolicy::default()
         };
         let mut config = client_config(base_url, credentials, self.rate_limit, retry, scale);
         config.client_id = self.client_id.clone();
         config.request_timeout = self.request_timeout;
+        config.max_retry_after = self.max_retry_after.map(|d| d.div_f64(scale));
         let client = AdClient::new(config)?;
         Ok(Platform {
             client,
@@ -108,11 +201,14 @@ impl PlatformArgs {
     }
 
     /// From `--credentials-file`, else the environment; `None` when neither has any.
-    fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+    fn credentials(&self) -> Result<Option<Credentials>, Failure> {
         let (email, password) = match &self.credentials_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read --credentials-file {}", path.display())
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    config_error(format!(
+                        "cannot read --credentials-file {}: {e}",
+                        path.display()
+                    ))
                 })?;
                 let mut email = None;
                 let mut password = None;
@@ -125,10 +221,12 @@ impl PlatformArgs {
                 }
                 match (email, password) {
                     (Some(e), Some(p)) => (Some(e), Some(p)),
-                    _ => bail!(
-                        "--credentials-file {} must hold AD_PLATFORM_EMAIL=... and AD_PLATFORM_PASSWORD=... lines",
-                        path.display()
-                    ),
+                    _ => {
+                        return Err(config_error(format!(
+                            "--credentials-file {} must hold AD_PLATFORM_EMAIL=... and AD_PLATFORM_PASSWORD=... lines",
+                            path.display()
+                        )));
+                    }
                 }
             }
             None => (
@@ -137,14 +235,16 @@ impl PlatformArgs {
             ),
         };
         match (email, password) {
-            (Some(email), Some(password)) if !email.is_empty() => Ok(Some(Credentials {
-                email,
-                password: SecretString::from(password),
-            })),
+            (Some(email), Some(password)) if !email.is_empty() && !password.is_empty() => {
+                Ok(Some(Credentials {
+                    email,
+                    password: SecretString::from(password),
+                }))
+            }
             (None, None) => Ok(None),
-            _ => bail!(
-                "set both AD_PLATFORM_EMAIL and AD_PLATFORM_PASSWORD (one is missing or empty)"
-            ),
+            _ => Err(config_error(
+                "set both AD_PLATFORM_EMAIL and AD_PLATFORM_PASSWORD (one is missing or empty)",
+            )),
         }
     }
 }
@@ -175,20 +275,29 @@ pub fn client_config(
 /// `--database-url`, shared by every command that touches the database.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// postgres://USER@HOST/DB or sqlite://FILE (created if missing).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://adsync.db",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// postgres://USER@HOST/DB or sqlite://FILE (created if missing). Default:
+    /// sqlite://adsync.db in the current directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Longest a database statement may run (PostgreSQL statement_timeout): a held lock or a
+    /// stuck query fails the run (resumable) instead of hanging it.
+    #[arg(long, env = "ADSYNC_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub db_statement_timeout: Duration,
 }
 
 impl DbArgs {
-    pub async fn connect(&self) -> anyhow::Result<adsync_store::Store> {
-        adsync_store::Store::connect(&self.database_url)
+    /// The URL in force.
+    pub fn url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+
+    pub async fn connect(&self) -> Result<Store, Failure> {
+        let options = StoreOptions {
+            statement_timeout: self.db_statement_timeout,
+            ..StoreOptions::default()
+        };
+        Store::connect_with(self.url(), &options)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}; check --database-url (or DATABASE_URL)"))
+            .map_err(|e| Failure::store(&e, "; check --database-url (or DATABASE_URL)"))
     }
 }

@@ -1,14 +1,16 @@
-//! `adsync sync`: one run for one tenant, with a progress bar on a terminal and a summary.
+//! `adsync sync`: one run for one tenant, with a progress display and a summary.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use adsync_sync::{BreakerConfig, Progress, RunReport, SyncConfig, SyncEngine};
+use adsync_sync::{BreakerConfig, PagerLimits, RunReport, SyncConfig, SyncEngine, SyncError};
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::{DbArgs, PlatformArgs};
+use crate::{
+    exit::{self, Failure},
+    platform::{DbArgs, PlatformArgs},
+};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -22,67 +24,127 @@ pub struct SyncArgs {
     /// Campaigns per page asked for (the platform may cap it; fewer pages, fewer calls).
     #[arg(long, env = "ADSYNC_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     page_size: u64,
-    /// Start a new run even if an interrupted one exists (it is marked failed).
+    /// Start a new run even if an unfinished one exists (it is marked failed).
     #[arg(long, env = "ADSYNC_FRESH")]
     fresh: bool,
     /// Sync calls in flight at once (default: sized from the rate limit).
-    #[arg(long, env = "ADSYNC_SYNC_CONCURRENCY")]
-    sync_concurrency: Option<usize>,
-    /// Also write the run's summary as JSON to this file.
+    #[arg(long, env = "ADSYNC_SYNC_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    sync_concurrency: Option<u16>,
+    /// How long this process's hold on the run lasts without renewal. If the process dies,
+    /// the next `adsync sync` takes the run over after at most this long.
+    #[arg(long, env = "ADSYNC_LEASE_TIMEOUT", default_value = "30s", value_parser = lease_timeout)]
+    lease_timeout: Duration,
+    /// Pages one listing pass may take when the platform reports no total (has_more is never
+    /// followed further).
+    #[arg(long, env = "ADSYNC_MAX_PAGES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_pages: u64,
+    /// Also write the run's summary as JSON to this file (also when the run cannot start).
     #[arg(long, env = "ADSYNC_SUMMARY_JSON")]
     summary_json: Option<PathBuf>,
 }
 
+fn lease_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(100) => Ok(d),
+        Ok(_) => Err("must be at least 100ms".into()),
+        Err(e) => Err(format!("{e} (write e.g. 30s)")),
+    }
+}
+
 pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    match sync(&args).await {
+        Ok(report) => {
+            println!("{}", crate::summary::table(&report));
+            if let Some(path) = &args.summary_json {
+                write_json(
+                    path,
+                    &serde_json::to_value(&report).expect("report serializes"),
+                )?;
+            }
+            if let Some(error) = &report.error {
+                crate::logging::notice(&format!(
+                    "run {} {}: {error}",
+                    report.run_id, report.status
+                ));
+            }
+            Ok(ExitCode::from(report.exit_code()))
+        }
+        Err(err) => {
+            if let Some(path) = &args.summary_json {
+                let message = crate::one_line(&format!("{err:#}"));
+                let json = serde_json::json!({
+                    "tenant": args.tenant,
+                    "status": "not_started",
+                    "outcome": "failed",
+                    "exit_code": exit::code_of(&err),
+                    "error": message,
+                });
+                write_json(path, &json)?;
+            }
+            Err(err)
+        }
+    }
+}
+
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON serializes");
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write --summary-json {}", path.display()))
+}
+
+async fn sync(args: &SyncArgs) -> anyhow::Result<RunReport> {
+    // Configuration first: a missing variable fails before any database file is created.
+    let source = args.platform.source(&args.db)?;
+    let platform_label = source.label();
     let store = args.db.connect().await?;
-    let platform = args.platform.connect().await?;
+    let platform = args.platform.connect(source).await?;
     let scale = platform.time_scale;
-    let rate_limit = platform.client.config().rate_limit;
     let config = SyncConfig {
         tenant: args.tenant.clone(),
+        platform: platform_label,
         page_size: args.page_size,
         fresh: args.fresh,
-        sync_concurrency: args.sync_concurrency,
+        sync_concurrency: args.sync_concurrency.map(usize::from),
         breaker: BreakerConfig::default().scaled(scale),
         shutdown_grace: args.platform.request_timeout,
+        lease_ttl: args.lease_timeout,
+        pager: PagerLimits {
+            max_pages: args.max_pages,
+            ..PagerLimits::default()
+        },
         ..SyncConfig::default()
     };
-    let engine = SyncEngine::new(platform.client.clone(), store.clone(), config);
+    let engine = SyncEngine::new(platform.client.clone(), store.clone(), config)
+        .with_notice(|m| crate::logging::notice(&m));
 
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signals(cancel.clone()));
-    let display = tokio::spawn(show_progress(
+    let display = tokio::spawn(crate::progress_view::show(
         engine.progress(),
         platform.client.clone(),
-        rate_limit,
     ));
-
     let result = engine.run(cancel).await;
     display.abort();
     let _ = display.await;
     store.close().await;
     drop(platform.simulator);
-    let report = result.map_err(|e| anyhow::anyhow!(one_line_advice(&e)))?;
-
-    println!("{}", summary_table(&report));
-    if let Some(path) = &args.summary_json {
-        let json = serde_json::to_string_pretty(&report).expect("report serializes");
-        std::fs::write(path, json)
-            .with_context(|| format!("cannot write --summary-json {}", path.display()))?;
-    }
-    if let Some(error) = &report.error {
-        crate::logging::notice(&format!("run {} {}: {error}", report.run_id, report.status));
-    }
-    Ok(ExitCode::from(report.exit_code()))
+    result.map_err(|e| {
+        Failure {
+            code: e.exit_code(),
+            message: one_line_advice(&e),
+        }
+        .into()
+    })
 }
 
 /// The sync error as one line that says what to do.
-fn one_line_advice(e: &adsync_sync::SyncError) -> String {
+fn one_line_advice(e: &SyncError) -> String {
     use adsync_client::Error as C;
     match e {
-        adsync_sync::SyncError::Platform(C::Connect { .. } | C::Timeout(_)) => {
-            format!("{e}; check --api-url (or AD_PLATFORM_API_URL) and that the platform is up")
-        }
+        SyncError::Platform(C::Connect { .. } | C::Timeout(_) | C::Server { .. }) => format!(
+            "{e}; check --api-url (or AD_PLATFORM_API_URL) and that the platform is up, then run again"
+        ),
+        SyncError::Store(s) => format!("{s}; check --database-url (or DATABASE_URL)"),
         _ => e.to_string(),
     }
 }
@@ -98,8 +160,8 @@ async fn stop_on_signals(cancel: CancellationToken) {
             _ = term.recv() => {},
         }
         if n == 0 {
-            eprintln!(
-                "adsync: stopping: finishing in-flight calls and saving the checkpoint (again to quit now)"
+            crate::logging::notice(
+                "stopping: finishing in-flight calls and saving the checkpoint (again to quit now)",
             );
             cancel.cancel();
         } else {
@@ -107,128 +169,4 @@ async fn stop_on_signals(cancel: CancellationToken) {
             std::process::exit(130);
         }
     }
-}
-
-/// A progress bar on a terminal; otherwise a plain log line every few seconds.
-async fn show_progress(
-    progress: Arc<Progress>,
-    client: adsync_client::AdClient,
-    limit: adsync_domain::RateLimit,
-) {
-    let line = |p: &Progress| {
-        let s = p.snapshot();
-        let c = client.stats();
-        let (calls_left, eta) = p.eta(limit);
-        (
-            s,
-            format!(
-                "pages {} · stored {} · synced {} · dead-lettered {} · retries {} · 429s {} · {} calls left",
-                s.pages, s.stored, s.synced, s.dead_lettered, c.retries, c.rate_limited, calls_left
-            ),
-            eta,
-        )
-    };
-    if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg} · ETA {prefix}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        // The task is aborted at the end of the run: clear the bar then.
-        let _clear = ClearOnDrop(bar.clone());
-        loop {
-            let (s, msg, eta) = line(&progress);
-            bar.set_length(s.total_hint.max(s.seen));
-            bar.set_position(s.synced + s.dead_lettered);
-            bar.set_prefix(
-                humantime::format_duration(Duration::from_secs(eta.as_secs())).to_string(),
-            );
-            bar.set_message(msg);
-            bar.tick();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    } else {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let (_, msg, eta) = line(&progress);
-            tracing::info!(eta_s = eta.as_secs(), "progress: {msg}");
-        }
-    }
-}
-
-struct ClearOnDrop(ProgressBar);
-impl Drop for ClearOnDrop {
-    fn drop(&mut self) {
-        self.0.finish_and_clear();
-    }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2} s", d.as_secs_f64())
-}
-
-/// The end-of-run table.
-pub fn summary_table(r: &RunReport) -> String {
-    let c = &r.counters;
-    let k = &r.client;
-    let rows = [
-        (
-            "run",
-            format!(
-                "{} for tenant {:?}: {}{}",
-                r.run_id,
-                r.tenant,
-                r.status,
-                if r.resumed { " (resumed)" } else { "" }
-            ),
-        ),
-        (
-            "campaigns",
-            format!(
-                "seen {} · stored {} · synced {} · dead-lettered {}",
-                c.campaigns_seen, c.campaigns_stored, c.campaigns_synced, c.dead_lettered
-            ),
-        ),
-        ("pages", c.pages.to_string()),
-        (
-            "requests",
-            format!(
-                "{} · ok {} · 429 {} · 5xx {} · timeouts {} · connection {} · malformed {} · 401 {} · other 4xx {}",
-                k.requests,
-                k.ok,
-                k.rate_limited,
-                k.server_errors,
-                k.timeouts,
-                k.transport_errors,
-                k.malformed,
-                k.unauthorized,
-                k.rejected
-            ),
-        ),
-        ("retries", k.retries.to_string()),
-        ("429s", k.rate_limited.to_string()),
-        ("token refreshes", k.token_refreshes.to_string()),
-        (
-            "limiter wait",
-            format!(
-                "{} (summed over requests)",
-                secs(Duration::from_micros(k.limiter_wait_us))
-            ),
-        ),
-        ("duration", secs(r.duration)),
-        (
-            "rate-limit floor",
-            format!("{} · duration/floor {:.3}", secs(r.floor), r.floor_ratio),
-        ),
-    ];
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let mut out = String::from("Summary\n");
-    for (key, value) in rows {
-        out.push_str(&format!("  {key:<width$}  {value}\n"));
-    }
-    out.pop();
-    out
 }

@@ -1,11 +1,15 @@
 //! Live counters of a run, shared between the engine and whoever displays them.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use adsync_domain::RateLimit;
+use adsync_store::ListingCursor;
 
 /// What the running engine has done so far (this process), readable at any time.
 #[derive(Debug, Default)]
@@ -22,6 +26,8 @@ pub struct Progress {
     /// Fastest sync call so far, in µs (0: none yet). Means would include time spent queued
     /// on the limiter; the fastest call is the platform's own latency.
     pub(crate) fastest_sync_us: AtomicU64,
+    /// The listing cursor after the latest page.
+    cursor: Mutex<Option<ListingCursor>>,
 }
 
 /// A copy of [`Progress`] at one moment.
@@ -67,6 +73,19 @@ impl Progress {
             0 => None,
             us => Some(Duration::from_micros(us)),
         }
+    }
+
+    /// The listing cursor after the latest page (or as the run was resumed).
+    pub fn cursor(&self) -> Option<ListingCursor> {
+        *self.cursor.lock().expect("progress lock")
+    }
+
+    pub(crate) fn set_cursor(&self, cursor: &ListingCursor) {
+        *self.cursor.lock().expect("progress lock") = Some(*cursor);
+        if let Some(total) = cursor.reported_total {
+            self.total_hint.store(total, Ordering::Relaxed);
+        }
+        self.listing_done.store(cursor.done, Ordering::Relaxed);
     }
 
     pub(crate) fn record_sync_latency(&self, took: Duration) {

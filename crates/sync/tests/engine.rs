@@ -354,8 +354,18 @@ async fn a_campaign_the_platform_refuses_is_dead_lettered_and_retried_later() {
         .run(CancellationToken::new())
         .await
         .unwrap();
-    // A sync dead letter for a campaign the platform does not know.
-    let run = store.latest_run("default").await.unwrap().unwrap();
+    // Sync dead letters, recorded by a run: one for a campaign the platform does not know.
+    let owner = adsync_sync::this_process();
+    let new = adsync_store::NewRun {
+        tenant: "default",
+        page_size: 100,
+        platform: "simulator",
+        owner: &owner,
+    };
+    let (_, lease) = store
+        .create_run(new, Duration::from_secs(60))
+        .await
+        .unwrap();
     let ghost = adsync_store::NewDeadLetter {
         campaign_id: "campaign_999".into(),
         stage: Stage::Sync,
@@ -363,7 +373,7 @@ async fn a_campaign_the_platform_refuses_is_dead_lettered_and_retried_later() {
         reason: "test".into(),
     };
     store
-        .dead_letter("default", run.id, &ghost, chrono::Utc::now())
+        .dead_letter(&lease, &ghost, chrono::Utc::now())
         .await
         .unwrap();
     let recoverable = adsync_store::NewDeadLetter {
@@ -371,7 +381,7 @@ async fn a_campaign_the_platform_refuses_is_dead_lettered_and_retried_later() {
         ..ghost
     };
     store
-        .dead_letter("default", run.id, &recoverable, chrono::Utc::now())
+        .dead_letter(&lease, &recoverable, chrono::Utc::now())
         .await
         .unwrap();
 
@@ -411,21 +421,35 @@ async fn wrong_credentials_fail_before_anything_is_written() {
 async fn a_second_live_process_cannot_take_the_same_tenant() {
     let (store, _dir) = sqlite_store().await;
     let sim = sim(Profile::Reference, |_| {}).await;
-    // A run owned by a live process on this host (pid 1 always exists).
-    let host = adsync_sync::this_process();
-    let host = host.rsplit_once(':').unwrap().0;
-    store
-        .start_run("default", 100, &format!("{host}:1"), chrono::Utc::now())
+    // A run held by another live process: it renews its lease while we watch.
+    let new = adsync_store::NewRun {
+        tenant: "default",
+        page_size: 100,
+        platform: "simulator",
+        owner: "elsewhere:1",
+    };
+    let (_, lease) = store
+        .create_run(new, Duration::from_secs(10))
         .await
         .unwrap();
+    let holder = tokio::spawn({
+        let store = store.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                store.renew(&lease, Duration::from_secs(10)).await.unwrap();
+            }
+        }
+    });
 
-    let err = engine(&sim, &store, |_| {})
+    let err = engine(&sim, &store, |c| c.lease_ttl = Duration::from_secs(1))
         .run(CancellationToken::new())
         .await
         .unwrap_err();
+    holder.abort();
 
     assert!(matches!(err, SyncError::Busy { .. }), "{err:?}");
-    assert!(err.to_string().contains("is being synced by"));
+    assert!(err.to_string().contains("is being synced by elsewhere:1"));
 }
 
 #[tokio::test]

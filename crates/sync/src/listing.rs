@@ -1,0 +1,232 @@
+//! The producer of a run: pages from the checkpoint on, checked by the [`Pager`], validated,
+//! and stored one transaction each with the listing cursor; the ids new to the run go down a
+//! bounded channel to the sync calls.
+
+use std::{
+    collections::HashSet,
+    sync::{Mutex, atomic::Ordering},
+};
+
+use adsync_domain::{Campaign, CampaignId, wire::CampaignPage};
+use adsync_store::{NewDeadLetter, PageBatch, RunWarning, Stage};
+use chrono::Utc;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::{
+    Pager,
+    engine::{RunCtx, Stop, SyncEngine},
+};
+
+/// Logs each kind of warning once per process at warn level; every occurrence is recorded
+/// on the run.
+#[derive(Debug, Default)]
+pub(crate) struct WarningLog {
+    logged: Mutex<HashSet<String>>,
+}
+
+impl WarningLog {
+    pub(crate) fn note(&self, warnings: &[RunWarning]) {
+        let mut logged = self.logged.lock().expect("warning log lock");
+        for w in warnings {
+            if logged.insert(w.kind.clone()) {
+                tracing::warn!(kind = %w.kind, "{}", w.message);
+            } else {
+                tracing::debug!(kind = %w.kind, "{}", w.message);
+            }
+        }
+    }
+}
+
+impl SyncEngine {
+    /// Lists pages until the pager says the listing is over, sending new valid ids to `tx`.
+    pub(crate) async fn list_pages(
+        &self,
+        ctx: &RunCtx,
+        mut pager: Pager,
+        tx: mpsc::Sender<String>,
+    ) -> Result<(), Stop> {
+        while let Some((page, limit)) = pager.next_request() {
+            self.admitted(&ctx.stop).await?;
+            let fetched = tokio::select! {
+                biased;
+                // Abandoning a page fetch loses nothing: the page is not stored yet.
+                _ = ctx.stop.cancelled() => return Err(Stop::Cancelled),
+                r = self.client.list_campaigns(page, limit) => r,
+            };
+            let ids = match fetched {
+                Ok(data) => {
+                    self.breaker.record_success();
+                    self.store_page(ctx, &mut pager, page, &data).await?
+                }
+                Err(e) if e.is_transient() => {
+                    self.breaker.record_failure();
+                    tracing::warn!(page, error = %e, "page failed after retries; trying again");
+                    continue;
+                }
+                Err(
+                    e @ (adsync_client::Error::Contract { .. }
+                    | adsync_client::Error::TooLarge { .. }),
+                ) => {
+                    // The platform answered, with a page that cannot be used: a dead letter,
+                    // not an outage.
+                    self.breaker.record_success();
+                    self.unusable_page(ctx, &mut pager, page, e.to_string())
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(Stop::Fatal(e)),
+            };
+            self.progress
+                .pending
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            for id in ids {
+                if tx.send(id).await.is_err() {
+                    // The consumers are gone: the run is stopping.
+                    return Err(Stop::Cancelled);
+                }
+            }
+        }
+        self.progress.listing_done.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks, validates and stores one page; returns the ids to sync.
+    async fn store_page(
+        &self,
+        ctx: &RunCtx,
+        pager: &mut Pager,
+        page: u64,
+        data: &CampaignPage,
+    ) -> Result<Vec<String>, Stop> {
+        let listed: Vec<Option<String>> = data.data.iter().map(|r| record_id(r)).collect();
+        let listed_refs: Vec<Option<&str>> = listed.iter().map(Option::as_deref).collect();
+        let verdict = pager.on_page(&data.pagination, &listed_refs);
+        let records = &data.data[..verdict.keep];
+        let (campaigns, dead_letters) = validate_page(page, records);
+        let mut warnings = verdict.warnings;
+        for c in campaigns.iter().filter(|c| !c.status.is_known()) {
+            warnings.push(RunWarning {
+                kind: "unknown_status".into(),
+                message: format!(
+                    "campaign {} has status {:?}, which adsync does not know; stored verbatim",
+                    c.id,
+                    c.status.as_str()
+                ),
+            });
+        }
+        self.warnings.note(&warnings);
+        for d in &dead_letters {
+            tracing::warn!(campaign = %d.campaign_id, reason = %d.reason, "invalid record dead-lettered");
+        }
+        let new_ids: HashSet<&str> = listed_refs[..verdict.keep]
+            .iter()
+            .zip(&verdict.new_to_run)
+            .filter_map(|(id, new)| id.filter(|_| *new))
+            .collect();
+        let listed_ids: Vec<&str> = listed_refs[..verdict.keep]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let batch = PageBatch {
+            cursor: verdict.cursor,
+            listed_ids: &listed_ids,
+            seen: records.len() as u64,
+            campaigns: &campaigns,
+            dead_letters: &dead_letters,
+            warnings: &warnings,
+            counts_as_page: true,
+            observed_at: Utc::now(),
+        };
+        let outcome = self.store.store_page(&ctx.lease, &batch).await?;
+        let p = &self.progress;
+        p.pages.fetch_add(1, Ordering::Relaxed);
+        p.seen.fetch_add(records.len() as u64, Ordering::Relaxed);
+        p.stored.fetch_add(outcome.newly_stored, Ordering::Relaxed);
+        p.dead_lettered
+            .fetch_add(outcome.dead_lettered, Ordering::Relaxed);
+        p.set_cursor(&verdict.cursor);
+        metrics::counter!("adsync_sync_pages_total").increment(1);
+        metrics::counter!("adsync_sync_campaigns_stored_total").increment(outcome.newly_stored);
+        tracing::info!(
+            page,
+            pass = verdict.cursor.pass,
+            stored = campaigns.len(),
+            dead_lettered = dead_letters.len(),
+            removed = outcome.removed,
+            returned = outcome.returned,
+            has_more = data.pagination.has_more,
+            listing_done = verdict.cursor.done,
+            "page stored"
+        );
+        // Each campaign is synced once per run, however many passes list it.
+        Ok(campaigns
+            .into_iter()
+            .filter(|c| new_ids.contains(c.id.as_str()))
+            .map(|c| c.id.as_str().to_owned())
+            .collect())
+    }
+
+    /// A page that parsed but does not match the contract (or is too large): dead-lettered
+    /// with the reason, and the listing moves on without it.
+    async fn unusable_page(
+        &self,
+        ctx: &RunCtx,
+        pager: &mut Pager,
+        page: u64,
+        reason: String,
+    ) -> Result<(), Stop> {
+        tracing::warn!(page, %reason, "page dead-lettered");
+        let verdict = pager.on_unusable_page();
+        self.warnings.note(&verdict.warnings);
+        let letter = NewDeadLetter {
+            campaign_id: format!("page {page}"),
+            stage: Stage::Listing,
+            payload: serde_json::json!({ "page": page }).to_string(),
+            reason,
+        };
+        let letters = [letter];
+        let batch = PageBatch::cursor_only(verdict.cursor, &letters, &verdict.warnings, Utc::now());
+        self.store.store_page(&ctx.lease, &batch).await?;
+        self.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.progress.set_cursor(&verdict.cursor);
+        Ok(())
+    }
+}
+
+/// A record's id, when it has one that is usable as an id.
+fn record_id(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    let id = serde_json::from_str::<IdOnly>(raw.get()).ok()?.id?;
+    let id = id.as_str()?;
+    CampaignId::parse(id).ok().map(|_| id.to_owned())
+}
+
+/// Splits a page into valid campaigns and dead letters. A record without a usable id is keyed
+/// by its position (`page 3 #7`).
+pub(crate) fn validate_page(
+    page: u64,
+    records: &[Box<RawValue>],
+) -> (Vec<Campaign>, Vec<NewDeadLetter>) {
+    let mut valid = Vec::with_capacity(records.len());
+    let mut dead = Vec::new();
+    for (i, raw) in records.iter().enumerate() {
+        match Campaign::from_json_text(raw.get()) {
+            Ok(c) => valid.push(c),
+            Err(invalid) => dead.push(NewDeadLetter {
+                campaign_id: invalid
+                    .id
+                    .filter(|id| CampaignId::parse(id).is_ok())
+                    .unwrap_or_else(|| format!("page {page} #{i}")),
+                stage: Stage::Validation,
+                payload: raw.get().to_owned(),
+                reason: invalid.reason,
+            }),
+        }
+    }
+    (valid, dead)
+}

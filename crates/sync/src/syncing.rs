@@ -1,0 +1,132 @@
+//! The consumers of a run: the per-campaign sync calls, with bounded concurrency sized to keep
+//! the rate limiter saturated, each success recorded at once (fenced by the lease).
+
+use std::sync::atomic::Ordering;
+
+use adsync_domain::CampaignId;
+use adsync_store::{NewDeadLetter, Stage};
+use chrono::Utc;
+use futures::{StreamExt, stream};
+use tokio::{sync::mpsc, time::Instant};
+
+use crate::engine::{RunCtx, Stop, SyncEngine};
+
+impl SyncEngine {
+    /// Sync calls with bounded concurrency until the channel closes or the run stops.
+    pub(crate) async fn sync_all(
+        &self,
+        ctx: &RunCtx,
+        rx: mpsc::Receiver<String>,
+    ) -> Result<(), Stop> {
+        let ids = stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|id| (id, rx)) },
+        )
+        .take_until(ctx.stop.clone().cancelled_owned());
+        let results = ids
+            .map(|id| self.sync_one(ctx, id))
+            .buffer_unordered(self.sync_concurrency());
+        let mut results = std::pin::pin!(results);
+        let mut first_error = None;
+        while let Some(r) = results.next().await {
+            if let Err(e) = r
+                && first_error.is_none()
+            {
+                ctx.stop.cancel();
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn sync_one(&self, ctx: &RunCtx, id: String) -> Result<(), Stop> {
+        let cid = CampaignId::parse(&id).map_err(|e| {
+            Stop::Fatal(adsync_client::Error::Contract {
+                what: "stored campaign id",
+                detail: format!("{id:?}: {e}"),
+            })
+        })?;
+        let mut rounds = 0;
+        loop {
+            self.admitted(&ctx.stop).await?;
+            let started = Instant::now();
+            let result = tokio::select! {
+                biased;
+                _ = ctx.hard.cancelled() => return Err(Stop::Cancelled),
+                r = self.client.sync_campaign(&cid) => r,
+            };
+            match result {
+                Ok(_) => {
+                    self.breaker.record_success();
+                    self.store
+                        .mark_synced(&ctx.lease, &[id.as_str()], Utc::now())
+                        .await?;
+                    let p = &self.progress;
+                    p.synced.fetch_add(1, Ordering::Relaxed);
+                    p.pending.fetch_sub(1, Ordering::Relaxed);
+                    p.record_sync_latency(started.elapsed());
+                    metrics::counter!("adsync_sync_campaigns_synced_total").increment(1);
+                    tracing::debug!(campaign = %id, "campaign synced");
+                    return Ok(());
+                }
+                Err(
+                    e @ (adsync_client::Error::InvalidCredentials { .. }
+                    | adsync_client::Error::Unauthorized { .. }
+                    | adsync_client::Error::Config(_)),
+                ) => return Err(Stop::Fatal(e)),
+                Err(e) if !e.is_transient() => {
+                    // The platform answered, about this campaign only (a 404, a 4xx, an answer
+                    // of the wrong shape): a dead letter with the reason.
+                    self.breaker.record_success();
+                    return self.dead_letter_sync(ctx, &id, e.to_string()).await;
+                }
+                Err(e) => {
+                    // Only failures while the platform is otherwise healthy count against
+                    // the campaign; during an outage the breaker holds everyone.
+                    if !self.breaker.record_failure() {
+                        rounds += 1;
+                    }
+                    if rounds >= self.config.campaign_attempts {
+                        return self
+                            .dead_letter_sync(
+                                ctx,
+                                &id,
+                                format!("gave up after {rounds} rounds of retries: {e}"),
+                            )
+                            .await;
+                    }
+                    tracing::warn!(campaign = %id, error = %e, "sync failed after retries; trying again");
+                }
+            }
+        }
+    }
+
+    async fn dead_letter_sync(&self, ctx: &RunCtx, id: &str, reason: String) -> Result<(), Stop> {
+        tracing::warn!(campaign = %id, %reason, "sync dead-lettered");
+        let letter = NewDeadLetter {
+            campaign_id: id.to_owned(),
+            stage: Stage::Sync,
+            payload: serde_json::json!({ "id": id }).to_string(),
+            reason,
+        };
+        self.store
+            .dead_letter(&ctx.lease, &letter, Utc::now())
+            .await?;
+        self.progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.progress.pending.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sync calls in flight at once: enough to keep the limiter saturated (rate x expected
+    /// latency) and never fewer than the window's burst, capped at 64.
+    pub fn sync_concurrency(&self) -> usize {
+        self.config.sync_concurrency.unwrap_or_else(|| {
+            let c = self.client.config();
+            let n = f64::from(c.rate_limit.requests);
+            // The platform's sync call takes about a fifth of the default timeout (2 s of 10).
+            let latency = c.request_timeout.as_secs_f64() / 5.0;
+            let in_flight = (n / c.rate_limit.window.as_secs_f64() * latency).ceil();
+            (in_flight.max(n) as usize).clamp(1, 64)
+        })
+    }
+}
