@@ -3,7 +3,7 @@
 use std::{net::IpAddr, process::ExitCode, time::Duration};
 
 use adsync_domain::RateLimit;
-use adsync_sim::{Profile, SimConfig, Simulator};
+use adsync_sim::{HasMore, Mutation, Profile, SimConfig, Simulator};
 use anyhow::Context;
 use clap::Args;
 
@@ -39,9 +39,14 @@ pub struct SimulateArgs {
     /// Seed of the data set and of chaos decisions.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Also send the Retry-After header on 429 (the reference sends only the body).
-    #[arg(long)]
-    retry_after_header: bool,
+    /// Also send the Retry-After header on 429 (the reference sends only the body). With a
+    /// value, send exactly that text, however absurd ("99999999999", an HTTP date...); write
+    /// --retry-after-header=TEXT when TEXT starts with a dash.
+    #[arg(long, value_name = "TEXT", num_args = 0..=1, allow_negative_numbers = true, value_parser = header_text)]
+    retry_after_header: Option<Option<String>>,
+    /// Replace retry_after in 429 bodies with this JSON value: 1e12, -5, '"soon"', null...
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true, value_parser = json_value)]
+    retry_after_body: Option<serde_json::Value>,
     /// Answer every n-th listing call with 503, counted across clients (0: never).
     /// Default: 5, or 0 with --profile calm.
     #[arg(long)]
@@ -61,6 +66,77 @@ pub struct SimulateArgs {
     /// Make every n-th campaign invalid (for dead-letter demos).
     #[arg(long)]
     invalid_every: Option<usize>,
+    /// What has_more says and what pages past the end hold: honest; reference (page <
+    /// ceil(total/10) whatever the limit, invented campaigns fill every page); endless (always
+    /// true, empty pages); repeat (always true, the last page again); invent (always true, new
+    /// campaigns forever). Default: reference, or honest with --profile calm.
+    #[arg(long, value_name = "MODE")]
+    has_more: Option<HasMore>,
+    /// Leave total out of the pagination object.
+    #[arg(long)]
+    omit_total: bool,
+    /// Hold every /api request a random time up to this (real time, not scaled) before the
+    /// platform looks at it: before the token check and the rate-limit window.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    arrival_jitter: Duration,
+    /// Replace expires_in in token answers with this JSON value: 1e300, -1, '"abc"', 0...
+    /// Tokens still expire after --token-ttl.
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true, value_parser = json_value)]
+    expires_in: Option<serde_json::Value>,
+    /// Replace issued_at in token answers with this JSON value.
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true, value_parser = json_value)]
+    issued_at: Option<serde_json::Value>,
+    /// Give every n-th campaign the status archived_v2, unknown to the contract.
+    #[arg(long, value_name = "N", value_parser = every_n)]
+    unknown_status_every: Option<usize>,
+    /// Add fields the contract does not name to every campaign (a nested bid_strategy
+    /// object, a labels array).
+    #[arg(long)]
+    extra_fields: bool,
+    /// Answer these listing pages, every time, with 200 {"campaigns": [...], "next": null}.
+    #[arg(long, value_name = "PAGES", value_delimiter = ',', value_parser = page_number)]
+    wrong_shape_pages: Vec<u64>,
+    /// Answer the sync call of every n-th campaign, every time, with 200 {"ok": true}.
+    #[arg(long, value_name = "N", value_parser = every_n)]
+    wrong_shape_sync_every: Option<usize>,
+    /// After AFTER successful listing calls, remove the first REMOVE listed campaigns and
+    /// insert INSERT new ones at the front (repeatable), e.g. --mutate 1:5:0.
+    #[arg(long, value_name = "AFTER:INSERT:REMOVE")]
+    mutate: Vec<Mutation>,
+}
+
+fn every_n(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a whole number above 0 (1 means every campaign)"
+        )),
+    }
+}
+
+fn page_number(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a page number (pages start at 1)")),
+    }
+}
+
+fn json_value(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s)
+        .map_err(|e| format!("{s:?} is not JSON ({e}); quote strings, e.g. '\"soon\"'"))
+}
+
+/// What an HTTP header value may hold: visible ASCII, spaces, tabs and non-ASCII bytes.
+fn header_text(s: &str) -> Result<String, String> {
+    if s.bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} cannot be sent as a header: no control characters"
+        ))
+    }
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -88,7 +164,9 @@ impl SimulateArgs {
         c.token_ttl = self.token_ttl;
         c.time_scale = self.time_scale;
         c.seed = self.seed;
-        c.retry_after_header = self.retry_after_header;
+        c.retry_after_header = self.retry_after_header.is_some();
+        c.retry_after_header_value = self.retry_after_header.clone().flatten();
+        c.retry_after_body = self.retry_after_body.clone();
         if let Some(n) = self.fail_every {
             c.fail_every = (n > 0).then_some(n);
         }
@@ -97,6 +175,16 @@ impl SimulateArgs {
         c.chaos.reset = self.reset_rate.unwrap_or(c.chaos.reset);
         c.chaos.truncate = self.truncate_rate.unwrap_or(c.chaos.truncate);
         c.invalid_every = self.invalid_every;
+        c.has_more = self.has_more.unwrap_or(c.has_more);
+        c.omit_total = self.omit_total;
+        c.arrival_jitter = self.arrival_jitter;
+        c.expires_in = self.expires_in.clone();
+        c.issued_at = self.issued_at.clone();
+        c.unknown_status_every = self.unknown_status_every;
+        c.extra_fields = self.extra_fields;
+        c.wrong_shape_pages = self.wrong_shape_pages.clone();
+        c.wrong_shape_sync_every = self.wrong_shape_sync_every;
+        c.mutations = self.mutate.clone();
         Ok(c)
     }
 }
@@ -110,10 +198,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             format!("cannot listen on {addr}: pick another --port, or 0 for any free port")
         })?;
     println!(
-        "adsync simulator listening on {} (profile {}, {} campaigns, rate limit {} per client, time scale {})",
+        "adsync simulator listening on {} (profile {}, {} campaigns, has_more {}, rate limit {} per client, time scale {})",
         sim.url(),
         config.profile,
         config.campaigns,
+        config.has_more,
         config.effective_rate_limit(),
         config.time_scale
     );

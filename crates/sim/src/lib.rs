@@ -4,15 +4,23 @@
 //! [`app`] is the axum [`Router`](axum::Router); [`Simulator::start`] binds it (port 0 picks a
 //! free port) and hands back its address and live [`SimStats`]. Every figure of the contract
 //! is a knob of [`SimConfig`], and [`SimConfig::time_scale`] divides every duration so that a
-//! ten-minute reference sync runs in ten seconds at 60.
+//! ten-minute reference sync runs in ten seconds at 60. Beyond the contract, knobs reproduce
+//! the ways platforms misbehave: a lying `has_more` ([`HasMore`]), absurd `retry_after` and
+//! token lifetimes, schema drift, wrong-shape answers, arrival jitter, and data that changes
+//! while a client pages through it ([`Mutation`], [`Simulator::remove_campaign`]...).
 
+mod admin;
+mod auth;
+mod campaigns;
 mod config;
 mod data;
+mod faults;
+mod gate;
 mod server;
 mod stats;
 
-pub use config::{ChaosRates, Profile, SimConfig};
-pub use server::{Simulator, app};
+pub use config::{ChaosRates, HasMore, Mutation, Profile, SimConfig};
+pub use server::{SimState, Simulator, app};
 pub use stats::{ClientStats, SimStats};
 
 /// The reference server's test e-mail. Test credentials only: production code paths never

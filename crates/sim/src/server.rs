@@ -1,5 +1,8 @@
-//! The simulator's HTTP surface: routes, the per-client sliding window, token checks and the
-//! chaos faults, over shared state.
+//! The simulator's shared state, its router and [`Simulator`], the router bound to a socket.
+//!
+//! The handlers live next door: `auth` (tokens), `gate` (what every `/api` request passes
+//! first: in-flight count, arrival jitter, rate limit), `campaigns` (listing and sync),
+//! `faults` (503s, hangs, resets, truncation) and `admin` (`/__sim/...`).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -9,48 +12,56 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use axum::{
     Json, Router,
-    body::Body,
-    extract::{Path, Query, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::{self, Next},
+    extract::State,
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use base64::{Engine, engine::general_purpose::STANDARD};
-use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use rand::{SeedableRng, rngs::StdRng};
+use serde_json::json;
 use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::{SimConfig, SimStats, data::DataSet};
+use crate::{Mutation, SimConfig, SimStats, admin, auth, campaigns, data::DataSet, gate};
 
 /// The simulator's state, shared by every request.
 pub struct SimState {
-    config: SimConfig,
-    data: DataSet,
-    started: Instant,
-    tokens: Mutex<HashMap<String, Instant>>,
-    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
-    listing_calls: AtomicU64,
-    in_flight: AtomicU64,
-    rng: Mutex<StdRng>,
-    stats: Mutex<SimStats>,
-    shutdown: CancellationToken,
+    pub(crate) config: SimConfig,
+    pub(crate) data: DataSet,
+    pub(crate) started: Instant,
+    pub(crate) tokens: Mutex<HashMap<String, Instant>>,
+    pub(crate) windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    pub(crate) listing_calls: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) rng: Mutex<StdRng>,
+    /// Apart from `rng`, so that turning jitter on does not change the chaos draws.
+    pub(crate) jitter_rng: Mutex<StdRng>,
+    /// Scheduled changes not applied yet, soonest first.
+    pending: Mutex<VecDeque<Mutation>>,
+    pub(crate) stats: Mutex<SimStats>,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl SimState {
-    fn new(config: SimConfig) -> Self {
+    /// Fresh state for `config`: the data set generated, mutations due at 0 calls applied.
+    pub fn new(config: SimConfig) -> Self {
+        let mut pending: Vec<Mutation> = config
+            .mutations
+            .iter()
+            .filter(|m| m.after_list_calls > 0)
+            .copied()
+            .collect();
+        pending.sort_by_key(|m| m.after_list_calls);
         Self {
             data: DataSet::generate(&config),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x5eed_c4a0)),
+            jitter_rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x0717_7e42)),
+            pending: Mutex::new(pending.into()),
             config,
             started: Instant::now(),
             tokens: Mutex::default(),
@@ -62,7 +73,8 @@ impl SimState {
         }
     }
 
-    fn record(&self, endpoint: &str, outcome: &str) {
+    /// Counts one answer of `endpoint` with `outcome`.
+    pub(crate) fn record(&self, endpoint: &str, outcome: &str) {
         let mut stats = self.stats.lock().expect("stats lock");
         *stats
             .requests
@@ -72,7 +84,37 @@ impl SimState {
             .or_default() += 1;
     }
 
-    fn snapshot(&self) -> SimStats {
+    /// Records a well-formed 200 listing answer of `page`, then applies the scheduled changes
+    /// now due: the answer just given still shows the data before them.
+    pub(crate) fn record_list_ok(&self, page: u64) {
+        let answered = {
+            let mut stats = self.stats.lock().expect("stats lock");
+            *stats
+                .requests
+                .entry("list".into())
+                .or_default()
+                .entry("200".into())
+                .or_default() += 1;
+            *stats.pages_served.entry(page).or_default() += 1;
+            stats.list_calls_ok += 1;
+            stats.list_calls_ok
+        };
+        if self.config.mutations.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().expect("pending lock");
+        while pending
+            .front()
+            .is_some_and(|m| m.after_list_calls <= answered)
+        {
+            let m = pending.pop_front().expect("front checked");
+            self.data.apply(&m);
+            tracing::debug!(mutation = %m, answered, "data set changed");
+        }
+    }
+
+    /// The stats now, in-flight count included.
+    pub(crate) fn snapshot(&self) -> SimStats {
         let mut s = self.stats.lock().expect("stats lock").clone();
         s.in_flight = self.in_flight.load(Ordering::Relaxed);
         s
@@ -81,19 +123,34 @@ impl SimState {
 
 /// The router, without a socket: tests may call it directly.
 pub fn app(state: Arc<SimState>) -> Router {
+    // The last layer runs first: a request is in flight while it waits out its jitter.
     let api = Router::new()
-        .route("/api/campaigns", get(list_campaigns))
-        .route("/api/campaigns/{id}/sync", post(sync_campaign))
+        .route("/api/campaigns", get(campaigns::list))
+        .route("/api/campaigns/{id}/sync", post(campaigns::sync))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            track_in_flight,
+            gate::arrival_jitter,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gate::track_in_flight,
         ));
     Router::new()
-        .route("/auth/token", post(issue_token))
+        .route("/auth/token", post(auth::issue_token))
         .route("/health", get(health))
-        .route("/__sim/stats", get(stats))
+        .merge(admin::routes())
         .merge(api)
         .with_state(state)
+}
+
+async fn health(State(state): State<Arc<SimState>>) -> Response {
+    state.record("health", "200");
+    Json(json!({
+        "status": "ok",
+        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "uptime": state.started.elapsed().as_secs_f64(),
+    }))
+    .into_response()
 }
 
 /// A simulator bound to a socket, serving until dropped or shut down.
@@ -148,6 +205,32 @@ impl Simulator {
         self.state.snapshot()
     }
 
+    /// The ids listed now, in listing order (what pages would hold, read without serving
+    /// anything: no counter grows).
+    pub fn campaign_ids(&self) -> Vec<String> {
+        self.state.data.ids()
+    }
+
+    /// Removes a listed campaign: it disappears from listings, `total` drops, and its sync
+    /// call answers 404 (except with [`HasMore::Reference`](crate::HasMore::Reference)).
+    /// False if `id` is not listed. Same as `POST /__sim/campaigns/{id}/remove`.
+    pub fn remove_campaign(&self, id: &str) -> bool {
+        self.state.data.remove(id)
+    }
+
+    /// Lists a removed campaign again, at its old place, with its counters where they were.
+    /// False if `id` was not removed. Same as `POST /__sim/campaigns/{id}/restore`.
+    pub fn restore_campaign(&self, id: &str) -> bool {
+        self.state.data.restore(id)
+    }
+
+    /// Creates `n` campaigns numbered after the highest number ever used, at the front of
+    /// the listing (in number order) or at its back, and returns their ids. Same as
+    /// `POST /__sim/campaigns?count=N&at=front|back`.
+    pub fn insert_campaigns(&self, n: usize, front: bool) -> Vec<String> {
+        self.state.data.insert(n, front)
+    }
+
     /// Stops accepting, releases hanging requests and waits for the server task.
     pub async fn shutdown(mut self) -> io::Result<()> {
         self.state.shutdown.cancel();
@@ -170,371 +253,4 @@ impl Drop for Simulator {
     fn drop(&mut self) {
         self.state.shutdown.cancel();
     }
-}
-
-fn error(status: StatusCode, error: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": error, "message": message }))).into_response()
-}
-
-/// Seconds as JSON: an integer when whole (what the reference sends), else a float.
-fn secs_json(d: Duration) -> Value {
-    if d.subsec_nanos() == 0 {
-        json!(d.as_secs())
-    } else {
-        json!((d.as_secs_f64() * 1000.0).round() / 1000.0)
-    }
-}
-
-async fn issue_token(State(state): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    let creds = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| STANDARD.decode(b64.trim()).ok())
-        .and_then(|raw| String::from_utf8(raw).ok());
-    let Some(creds) = creds else {
-        state.record("auth", "401");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Missing or invalid Authorization header. Expected: Basic <base64>",
-        );
-    };
-    let (email, password) = creds.split_once(':').unwrap_or((&creds, ""));
-    if email != state.config.email || password != state.config.password {
-        state.record("auth", "401");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Invalid credentials",
-            "Email or password is incorrect",
-        );
-    }
-    let token: String = {
-        let mut rng = rand::rng();
-        (0..32)
-            .map(|_| format!("{:02x}", rng.random::<u8>()))
-            .collect()
-    };
-    state
-        .tokens
-        .lock()
-        .expect("tokens lock")
-        .insert(token.clone(), Instant::now());
-    state.record("auth", "200");
-    state.stats.lock().expect("stats lock").tokens_issued += 1;
-    Json(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": secs_json(state.config.scaled(state.config.token_ttl)),
-        "issued_at": Utc::now().timestamp(),
-    }))
-    .into_response()
-}
-
-async fn health(State(state): State<Arc<SimState>>) -> Response {
-    state.record("health", "200");
-    Json(json!({
-        "status": "ok",
-        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "uptime": state.started.elapsed().as_secs_f64(),
-    }))
-    .into_response()
-}
-
-async fn stats(State(state): State<Arc<SimState>>) -> Response {
-    Json(state.snapshot()).into_response()
-}
-
-/// Counts `/api` requests in flight, hangs included, and keeps the peak.
-async fn track_in_flight(State(state): State<Arc<SimState>>, req: Request, next: Next) -> Response {
-    struct Guard<'a>(&'a AtomicU64);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    let now = state.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-    {
-        let mut stats = state.stats.lock().expect("stats lock");
-        stats.peak_concurrency = stats.peak_concurrency.max(now);
-    }
-    let _guard = Guard(&state.in_flight);
-    next.run(req).await
-}
-
-/// The bearer check of every `/api` route. Unlike the reference server (one global issue
-/// time, token value unchecked), each token has its own age, as on a real platform.
-fn token_rejection(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Option<Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = token else {
-        state.record(endpoint, "401");
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Missing or invalid Authorization header. Expected: Bearer <token>",
-        ));
-    };
-    let issued = state
-        .tokens
-        .lock()
-        .expect("tokens lock")
-        .get(token)
-        .copied();
-    let Some(issued) = issued else {
-        state.record(endpoint, "401");
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Invalid access token",
-        ));
-    };
-    let ttl = state.config.scaled(state.config.token_ttl);
-    if issued.elapsed() > ttl {
-        state.record(endpoint, "401");
-        let expired_at =
-            Utc::now() - chrono::Duration::from_std(issued.elapsed() - ttl).unwrap_or_default();
-        return Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({
-                    "error": "Token expired",
-                    "message": "Access token has expired. Please obtain a new token.",
-                    "expired_at": expired_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                })),
-            )
-                .into_response(),
-        );
-    }
-    None
-}
-
-/// The reference's sliding window: a request is refused when `N` requests of the same client
-/// arrived less than `W` ago. A refused request is not recorded.
-fn rate_rejection(state: &SimState, headers: &HeaderMap, endpoint: &str) -> Option<Response> {
-    let client = headers
-        .get("x-client-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("default")
-        .to_owned();
-    let limit = state.config.effective_rate_limit();
-    let now = Instant::now();
-    let allowed = {
-        let mut windows = state.windows.lock().expect("windows lock");
-        let log = windows.entry(client.clone()).or_default();
-        while log
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= limit.window)
-        {
-            log.pop_front();
-        }
-        let allowed = log.len() < limit.requests as usize;
-        if allowed {
-            log.push_back(now);
-        }
-        allowed
-    };
-    {
-        let mut stats = state.stats.lock().expect("stats lock");
-        let c = stats.clients.entry(client).or_default();
-        c.requests += 1;
-        if !allowed {
-            c.rate_limited += 1;
-            stats.rate_limited += 1;
-        }
-    }
-    if allowed {
-        return None;
-    }
-    state.record(endpoint, "429");
-    let retry_after = state.config.scaled(state.config.rate_limit.window);
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({
-            "error": "Rate limit exceeded",
-            "message": format!("Too many requests. Limit: {} per minute", limit.requests),
-            "retry_after": secs_json(retry_after),
-        })),
-    )
-        .into_response();
-    if state.config.retry_after_header {
-        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    Some(response)
-}
-
-/// A chaos fault drawn for one request.
-enum Fault {
-    Unavailable,
-    Hang,
-    Reset,
-    Truncate,
-}
-
-fn draw_fault(state: &SimState) -> Option<Fault> {
-    let rates = state.config.chaos;
-    let roll: f64 = state.rng.lock().expect("rng lock").random();
-    let mut edge = 0.0;
-    for (rate, fault) in [
-        (rates.error, Fault::Unavailable),
-        (rates.hang, Fault::Hang),
-        (rates.reset, Fault::Reset),
-        (rates.truncate, Fault::Truncate),
-    ] {
-        edge += rate;
-        if roll < edge {
-            return Some(fault);
-        }
-    }
-    None
-}
-
-fn unavailable() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service temporarily unavailable",
-        "The service is experiencing issues. Please retry after a short delay.",
-    )
-}
-
-/// Applies a fault, or serves `body` as JSON.
-async fn respond(state: &SimState, endpoint: &str, fault: Option<Fault>, body: Value) -> Response {
-    match fault {
-        None => {
-            state.record(endpoint, "200");
-            Json(body).into_response()
-        }
-        Some(Fault::Unavailable) => {
-            state.record(endpoint, "503");
-            unavailable()
-        }
-        Some(Fault::Hang) => {
-            state.record(endpoint, "hang");
-            // No answer, ever: only the client's timeout gets out. Released at shutdown.
-            state.shutdown.cancelled().await;
-            unavailable()
-        }
-        Some(Fault::Reset) => {
-            state.record(endpoint, "reset");
-            // The body stream fails before its first byte: hyper aborts the connection, so the
-            // client sees the connection die without a complete response.
-            let stream = futures::stream::once(async {
-                Err::<Bytes, io::Error>(io::Error::new(io::ErrorKind::ConnectionReset, "chaos"))
-            });
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from_stream(stream))
-                .expect("static response parts")
-        }
-        Some(Fault::Truncate) => {
-            state.record(endpoint, "truncated");
-            let full = serde_json::to_vec(&body).expect("JSON serializes");
-            let cut = full.len() / 2;
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(full[..cut].to_vec()))
-                .expect("static response parts")
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ListParams {
-    page: Option<String>,
-    limit: Option<String>,
-}
-
-/// Like the reference's `parseInt(x) || default`: junk and zero fall back to the default.
-fn int_param(raw: Option<&str>, default: u64) -> u64 {
-    raw.and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
-async fn list_campaigns(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Query(params): Query<ListParams>,
-) -> Response {
-    const EP: &str = "list";
-    if let Some(r) =
-        token_rejection(&state, &headers, EP).or_else(|| rate_rejection(&state, &headers, EP))
-    {
-        return r;
-    }
-    let call = state.listing_calls.fetch_add(1, Ordering::Relaxed) + 1;
-    if state
-        .config
-        .fail_every
-        .is_some_and(|n| n > 0 && call % n == 0)
-    {
-        state.record(EP, "503");
-        return unavailable();
-    }
-    let fault = draw_fault(&state);
-    let page = int_param(params.page.as_deref(), 1);
-    let mut limit = int_param(params.limit.as_deref(), 10);
-    if let Some(cap) = state.config.max_limit {
-        limit = limit.min(cap.max(1));
-    }
-    let total = state.data.len() as u64;
-    let from = page.saturating_sub(1).saturating_mul(limit);
-    let to = from.saturating_add(limit);
-    let data = if from < total {
-        state.data.page(from as usize, to.min(total) as usize)
-    } else {
-        Vec::new()
-    };
-    let body = json!({
-        "data": data,
-        "pagination": { "page": page, "limit": limit, "total": total, "has_more": to < total },
-    });
-    respond(&state, EP, fault, body).await
-}
-
-async fn sync_campaign(
-    State(state): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    const EP: &str = "sync";
-    if let Some(r) =
-        token_rejection(&state, &headers, EP).or_else(|| rate_rejection(&state, &headers, EP))
-    {
-        return r;
-    }
-    if !state.data.contains(&id) {
-        state.record(EP, "404");
-        return error(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            &format!("Campaign {id} does not exist"),
-        );
-    }
-    let fault = draw_fault(&state);
-    if fault.is_none() {
-        tokio::time::sleep(state.config.scaled(state.config.sync_delay)).await;
-        *state
-            .stats
-            .lock()
-            .expect("stats lock")
-            .syncs
-            .entry(id.clone())
-            .or_default() += 1;
-    }
-    let body = json!({
-        "success": true,
-        "campaign_id": id,
-        "synced_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "message": "Campaign data synced successfully",
-    });
-    respond(&state, EP, fault, body).await
 }

@@ -17,7 +17,7 @@ pub struct ClientStats {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SimStats {
     /// Requests by endpoint (`auth`, `list`, `sync`, `health`) then outcome (`200`, `401`,
-    /// `429`, `503`, `hang`, `reset`, `truncated`, ...).
+    /// `404`, `429`, `503`, `hang`, `reset`, `truncated`, `wrong_shape`).
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
     /// Per `X-Client-ID` (`default` when the header is missing).
     pub clients: BTreeMap<String, ClientStats>,
@@ -31,6 +31,14 @@ pub struct SimStats {
     pub tokens_issued: u64,
     /// Successful sync calls per campaign id.
     pub syncs: BTreeMap<String, u64>,
+    /// Listing calls answered 200 with a well-formed page (the same as
+    /// `count("list", "200")`; wrong-shape answers count under `"wrong_shape"`, truncated ones
+    /// under `"truncated"`). Scheduled [`Mutation`](crate::Mutation)s count these.
+    #[serde(default)]
+    pub list_calls_ok: u64,
+    /// Well-formed 200 listing answers per page number.
+    #[serde(default)]
+    pub pages_served: BTreeMap<u64, u64>,
 }
 
 impl SimStats {
