@@ -51,8 +51,9 @@ pub async fn store_page(
     if !b.listed.is_empty() {
         // Listed again, valid record or not: the platform has it, so it is not removed.
         outcome.returned = sqlx::query(
-            "UPDATE campaigns SET removed_at = NULL
-             WHERE tenant_id = $1 AND id = ANY($2::text[]) AND removed_at IS NOT NULL",
+            "UPDATE campaigns c SET removed_at = NULL
+             FROM UNNEST($2::text[]) AS listed(id)
+             WHERE c.tenant_id = $1 AND c.id = listed.id AND c.removed_at IS NOT NULL",
         )
         .bind(&lease.tenant)
         .bind(&b.listed)
@@ -119,9 +120,12 @@ async fn upsert_campaigns(
                 AS x(id, name, status, budget, impressions, clicks, conversions, created_at, raw)
         ), prior AS (
             -- Campaigns this run had stored already, read before the upsert (one snapshot
-            -- for the whole statement).
-            SELECT count(*) AS mine FROM campaigns
-            WHERE tenant_id = $10 AND last_run_id = $11 AND id = ANY($1::text[])
+            -- for the whole statement). A join on the primary key, not `id = ANY($1)`: on a
+            -- table without statistics the cached generic plan of the latter scans the whole
+            -- tenant and filters (measured: 140 ms per page of 1,000 at 4k rows, growing).
+            SELECT count(*) AS mine FROM input JOIN campaigns c
+                ON c.tenant_id = $10 AND c.id = input.id
+            WHERE c.last_run_id = $11
         ), upserted AS (
             INSERT INTO campaigns AS c (tenant_id, id, name, status, budget, impressions, clicks,
                 conversions, created_at, first_seen_at, updated_at, last_run_id, raw, removed_at)
