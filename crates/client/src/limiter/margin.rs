@@ -19,8 +19,11 @@ const SAMPLES: usize = 64;
 const TRUSTED: usize = 8;
 /// Added to the measured margin: timer granularity and the server's `<` versus `<=`.
 const SLACK: Duration = Duration::from_millis(3);
-/// The measured margin never goes below this.
-const FLOOR: Duration = Duration::from_millis(2);
+/// The measured margin never goes below this. On loopback the measured spread can be a
+/// couple of milliseconds, and a loaded 2-core machine then stalls a whole burst by more
+/// than that (the simulator's 200 ms-window tests drew 429s with a 5 ms margin); at real
+/// windows the measured margin is far above it, so it costs nothing there.
+const FLOOR: Duration = Duration::from_millis(10);
 /// Headroom over the spread seen in the samples.
 const HEADROOM: f64 = 1.25;
 
@@ -182,6 +185,11 @@ mod tests {
         }
         let calm = m.current();
         assert!(calm > 15 * MS && calm < 20 * MS, "{calm:?}");
+        // Nothing but calm answers: the floor.
+        for _ in 0..SAMPLES {
+            m.record("list", 30 * MS);
+        }
+        assert_eq!(m.current(), FLOOR);
     }
 
     #[test]
@@ -195,7 +203,7 @@ mod tests {
         for _ in 0..TRUSTED {
             m.record("list", 7 * MS);
         }
-        assert_eq!(m.current(), SLACK.max(FLOOR));
+        assert_eq!(m.current(), FLOOR);
     }
 
     #[test]
