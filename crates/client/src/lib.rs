@@ -31,7 +31,7 @@ use adsync_domain::{
     CampaignId,
     wire::{CampaignPage, HealthResponse, SyncResponse},
 };
-use futures::{Stream, TryStreamExt, stream};
+
 use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
@@ -194,35 +194,6 @@ impl AdClient {
             .append_pair("limit", &limit.to_string());
         self.api_call(Endpoint::ListCampaigns, reqwest::Method::GET, url)
             .await
-    }
-
-    /// Every page from `first_page` on, following `has_more` (never a page count), as a
-    /// stream. Copes with a server that caps `limit`: page numbers follow the size it used.
-    pub fn pages(
-        &self,
-        first_page: u64,
-        limit: u64,
-    ) -> impl Stream<Item = Result<CampaignPage>> + use<> {
-        let client = self.clone();
-        stream::try_unfold(Some(first_page.max(1)), move |next| {
-            let client = client.clone();
-            async move {
-                let Some(page) = next else { return Ok(None) };
-                let data = client.list_campaigns(page, limit).await?;
-                let next = data.pagination.has_more.then_some(page + 1);
-                Ok(Some((data, next)))
-            }
-        })
-    }
-
-    /// Every campaign record of every page, raw (validation is the caller's).
-    pub fn campaigns(
-        &self,
-        limit: u64,
-    ) -> impl Stream<Item = Result<Box<serde_json::value::RawValue>>> + use<> {
-        self.pages(1, limit)
-            .map_ok(|page| stream::iter(page.data.into_iter().map(Ok)))
-            .try_flatten()
     }
 
     /// `POST /api/campaigns/{id}/sync`, retried like [`AdClient::list_campaigns`]. The

@@ -8,14 +8,14 @@ use adsync_client::{AdClient, Error};
 use adsync_domain::{CampaignId, RateLimit};
 use adsync_sim::{Profile, SimConfig};
 use common::*;
-use futures::{StreamExt, TryStreamExt, future::join_all};
+use futures::{StreamExt, future::join_all};
 
 #[tokio::test]
 async fn streams_every_campaign_of_the_reference_platform_through_its_503s() {
     let sim = start_sim(SimConfig::default(), 60.0).await;
     let client = client_for(&sim);
 
-    let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
+    let campaigns: Vec<_> = list_records(&client, 10).await;
 
     let ids: HashSet<_> = campaigns
         .iter()
@@ -45,7 +45,7 @@ async fn a_capped_limit_still_yields_every_campaign() {
     let sim = start_sim(config, 600.0).await;
     let client = client_for(&sim);
 
-    let campaigns: Vec<_> = client.campaigns(100).try_collect().await.unwrap();
+    let campaigns: Vec<_> = list_records(&client, 100).await;
 
     let ids: HashSet<_> = campaigns
         .iter()
@@ -146,7 +146,7 @@ async fn tokens_are_refreshed_ahead_of_expiry_during_a_long_stream() {
     let sim = start_sim(config, 600.0).await;
     let client = client_for(&sim);
 
-    let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
+    let campaigns: Vec<_> = list_records(&client, 10).await;
 
     assert_eq!(campaigns.len(), 300);
     let stats = sim.stats();
@@ -169,7 +169,7 @@ async fn the_chaos_profile_is_survived_call_by_call() {
     client_config.retry.max_attempts = 12;
     let client = AdClient::new(client_config).unwrap();
 
-    let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
+    let campaigns: Vec<_> = list_records(&client, 10).await;
     let synced = futures::stream::iter(campaigns.iter().take(40))
         .map(|c| {
             let client = client.clone();

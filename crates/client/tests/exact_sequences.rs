@@ -12,7 +12,7 @@ use std::{
 
 use adsync_client::Error;
 use common::*;
-use futures::{TryStreamExt, future::join_all};
+use futures::future::join_all;
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, Request, ResponseTemplate,
@@ -189,7 +189,7 @@ async fn a_token_that_expires_mid_stream_costs_one_refresh_and_no_page() {
         .await;
     let client = client_for_url(&server.uri());
 
-    let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
+    let campaigns: Vec<_> = list_records(&client, 10).await;
 
     assert_eq!(campaigns.len(), 100);
     assert_eq!(issued.load(Ordering::SeqCst), 2, "one refresh");

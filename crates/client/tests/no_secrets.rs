@@ -13,7 +13,7 @@ use adsync_domain::{CampaignId, RateLimit};
 use adsync_sim::{Profile, SimConfig};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use common::*;
-use futures::TryStreamExt;
+
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]
@@ -62,7 +62,7 @@ async fn trace_logs_errors_and_debug_output_hold_no_secret() {
     let sim = start_sim(config, 300.0).await;
     let window = sim.config().effective_rate_limit().window;
     let client = AdClient::new(config_for(&sim, RateLimit::new(14, window).unwrap())).unwrap();
-    let campaigns: Vec<_> = client.campaigns(10).try_collect().await.unwrap();
+    let campaigns: Vec<_> = list_records(&client, 10).await;
     for c in campaigns.iter().take(15) {
         client
             .sync_campaign(
