@@ -18,6 +18,9 @@ pub const TEMPFAIL: u8 = 75;
 pub struct Failure {
     /// The exit code.
     pub code: u8,
+    /// What kind of failure, for `--summary-json`: `failed`, `platform_down`,
+    /// `database_down` or `busy`.
+    pub outcome: &'static str,
     /// One line: what failed and what to do.
     pub message: String,
 }
@@ -33,9 +36,28 @@ impl std::error::Error for Failure {}
 impl Failure {
     /// A database error: 75 when it looks passing (unreachable, timed out), 1 otherwise.
     pub fn store(e: &adsync_store::StoreError, hint: &str) -> Self {
+        let down = e.is_transient();
         Self {
-            code: if e.is_transient() { TEMPFAIL } else { FAILED },
+            code: if down { TEMPFAIL } else { FAILED },
+            outcome: if down { "database_down" } else { "failed" },
             message: format!("{e}{hint}"),
+        }
+    }
+
+    /// A run that could not start.
+    pub fn sync(e: &adsync_sync::SyncError, message: String) -> Self {
+        use adsync_sync::SyncError;
+        let code = e.exit_code();
+        let outcome = match e {
+            _ if code != TEMPFAIL => "failed",
+            SyncError::Platform(_) => "platform_down",
+            SyncError::Store(_) => "database_down",
+            SyncError::Busy { .. } | SyncError::OtherPlatform { .. } => "busy",
+        };
+        Self {
+            code,
+            outcome,
+            message,
         }
     }
 }
@@ -44,6 +66,7 @@ impl Failure {
 pub fn config_error(message: impl Into<String>) -> Failure {
     Failure {
         code: FAILED,
+        outcome: "failed",
         message: message.into(),
     }
 }
@@ -51,4 +74,10 @@ pub fn config_error(message: impl Into<String>) -> Failure {
 /// The exit code an error means.
 pub fn code_of(err: &anyhow::Error) -> u8 {
     err.downcast_ref::<Failure>().map_or(FAILED, |f| f.code)
+}
+
+/// The outcome an error means, for `--summary-json`.
+pub fn outcome_of(err: &anyhow::Error) -> &'static str {
+    err.downcast_ref::<Failure>()
+        .map_or("failed", |f| f.outcome)
 }

@@ -57,6 +57,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// clap's error as one line: its first line, plus the arguments it lists below it (a missing
+/// argument), or the commands there are when none was given.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::{CommandFactory, error::ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand
+    ) {
+        let commands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        return format!("no command given: use one of {}", commands.join(", "));
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines();
+    let first = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let listed: Vec<&str> = lines
+        .take_while(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    if listed.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first} {}", listed.join(", "))
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -71,10 +102,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             // clap's own report spans several lines and exits 2, which means "partial" here.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            anyhow::bail!("{first} (see adsync --help)");
+            anyhow::bail!("{} (see adsync --help)", usage_error(&e));
         }
     };
     // A progress bar owns the terminal during a sync: logs stay quiet there unless asked.

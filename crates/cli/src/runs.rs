@@ -117,7 +117,7 @@ pub async fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
 fn show(r: &RunRecord, warnings: &[adsync_store::StoredWarning]) -> String {
     let c = &r.counters;
     let outcome = Outcome::of(r.status, r.stop_reason);
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("run", format!("{} for tenant {:?}", r.id, r.tenant_id)),
         (
             "status",
@@ -179,9 +179,13 @@ fn show(r: &RunRecord, warnings: &[adsync_store::StoredWarning]) -> String {
             ),
         ),
         ("error", r.error.clone().unwrap_or_else(|| "-".into())),
-        ("warnings", summary::warnings_block(warnings)),
+        ("warnings", String::new()),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    // Values start after the key column and two spaces.
+    if let Some(last) = rows.last_mut() {
+        last.1 = summary::warnings_block(warnings, width + 2);
+    }
     rows.iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
         .collect()

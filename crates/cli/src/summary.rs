@@ -42,8 +42,9 @@ pub fn listing_line(c: &ListingCursor, pages: i64) -> String {
     )
 }
 
-/// Warnings, one per line after the first.
-pub fn warnings_block(warnings: &[StoredWarning]) -> String {
+/// Warnings, one per line, the lines after the first indented by `indent` columns (where the
+/// caller's values start).
+pub fn warnings_block(warnings: &[StoredWarning], indent: usize) -> String {
     if warnings.is_empty() {
         return "none".into();
     }
@@ -58,7 +59,7 @@ pub fn warnings_block(warnings: &[StoredWarning]) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join("\n                    ")
+        .join(&format!("\n{}", " ".repeat(indent)))
 }
 
 /// The end-of-run table.
@@ -78,7 +79,7 @@ pub fn table(r: &RunReport) -> String {
         (Some(f), Some(ratio)) => format!("{} · duration/floor {ratio:.3}", secs(f)),
         _ => "unknown (the platform reported no campaigns)".into(),
     };
-    let rows = [
+    let mut rows = [
         (
             "run",
             format!(
@@ -127,9 +128,13 @@ pub fn table(r: &RunReport) -> String {
             ),
         ),
         ("rate-limit floor", floor),
-        ("warnings", warnings_block(&r.warnings)),
+        ("warnings", String::new()),
     ];
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    // Values start after two spaces, the key column and two more.
+    if let Some(last) = rows.last_mut() {
+        last.1 = warnings_block(&r.warnings, width + 4);
+    }
     let mut out = String::from("Summary\n");
     for (key, value) in rows {
         out.push_str(&format!("  {key:<width$}  {value}\n"));

@@ -75,7 +75,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
                 let json = serde_json::json!({
                     "tenant": args.tenant,
                     "status": "not_started",
-                    "outcome": "failed",
+                    "outcome": exit::outcome_of(&err),
                     "exit_code": exit::code_of(&err),
                     "error": message,
                 });
@@ -96,8 +96,14 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<RunReport> {
     // Configuration first: a missing variable fails before any database file is created.
     let source = args.platform.source(&args.db)?;
     let platform_label = source.label();
-    let store = args.db.connect().await?;
     let platform = args.platform.connect(source).await?;
+    // The platform before the database: wrong credentials or an unreachable platform fail
+    // before a database file exists.
+    platform.client.authenticate().await.map_err(|e| {
+        let e = SyncError::Platform(e);
+        Failure::sync(&e, one_line_advice(&e))
+    })?;
+    let store = args.db.connect().await?;
     let scale = platform.time_scale;
     let config = SyncConfig {
         tenant: args.tenant.clone(),
@@ -128,13 +134,7 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<RunReport> {
     let _ = display.await;
     store.close().await;
     drop(platform.simulator);
-    result.map_err(|e| {
-        Failure {
-            code: e.exit_code(),
-            message: one_line_advice(&e),
-        }
-        .into()
-    })
+    result.map_err(|e| Failure::sync(&e, one_line_advice(&e)).into())
 }
 
 /// The sync error as one line that says what to do.

@@ -174,10 +174,6 @@ fn summary_json_is_written_when_the_run_cannot_start_and_no_database_is_created(
 }
 
 #[test]
-#[ignore = "cli bug: clap's 'required arguments were not provided' names the arguments on the \
-            next lines, and main.rs try_main keeps only the first line, so the user reads \
-            'the following required arguments were not provided: (see adsync --help)' with no \
-            argument named"]
 fn a_missing_argument_is_named_in_the_one_line() {
     let dir = TempDir::new("missing-arg");
 
@@ -190,9 +186,6 @@ fn a_missing_argument_is_named_in_the_one_line() {
 }
 
 #[test]
-#[ignore = "cli bug: with no command, clap renders the whole help as its error and main.rs \
-            try_main keeps its first line, the program's description: 'adsync: adsync: keep a \
-            database in step with ... (see adsync --help)', which names no command"]
 fn adsync_with_no_command_says_which_commands_there_are() {
     let dir = TempDir::new("no-command");
 

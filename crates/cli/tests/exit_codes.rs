@@ -88,9 +88,6 @@ fn an_unreachable_platform_exits_75_with_one_line_and_a_summary_that_says_so() {
 }
 
 #[test]
-#[ignore = "cli bug: a run that cannot start for a passing reason writes outcome \"failed\" \
-            (whose exit code is 1) next to exit_code 75 in --summary-json (crates/cli/src/sync.rs, \
-            run(): the not_started JSON hardcodes \"outcome\": \"failed\")"]
 fn the_summary_of_a_run_that_cannot_start_because_the_platform_is_down_says_platform_down() {
     let dir = TempDir::new("platform-down-outcome");
 

@@ -178,9 +178,6 @@ fn dismissed_dead_letters_are_resolved_as_dismissed_and_no_longer_listed() {
 }
 
 #[test]
-#[ignore = "cli bug: runs show indents the second and later warnings by 20 columns, the width of \
-            the sync summary table (summary::warnings_block hard-codes it), while runs show's \
-            values start at column 11"]
 fn runs_show_aligns_every_warning_under_the_first() {
     let dir = TempDir::new("runs-show-align");
     two_tenants_ran(&dir);

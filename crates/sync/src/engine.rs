@@ -366,6 +366,11 @@ impl SyncEngine {
                 },
                 Outcome::LeaseLost,
             ),
+            Err(e @ StoreError::LeaseLost { .. }) => {
+                // Taken over between the last write and the end: the new owner records it.
+                tracing::error!(error = %e, "lost the run's lease before recording its end");
+                (run.clone(), Outcome::LeaseLost)
+            }
             Err(e) => {
                 // The database is what failed: the run stays `running`, and the next
                 // `adsync sync` takes it over once the lease runs out.
