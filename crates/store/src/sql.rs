@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use crate::{ListingCursor, RunCounters, RunEnding, RunRecord, StoreError};
+use crate::{DeadLetter, ListingCursor, RunCounters, RunEnding, RunRecord, StoreError};
 
 /// Campaigns stored by run `r` (its checkpoint stamp).
 const STORED: &str =
@@ -117,4 +117,41 @@ pub fn ending_columns(ending: RunEnding) -> (Option<&'static str>, Option<&'stat
         RunEnding::Stopped(reason) => (Some("interrupted"), Some(reason.as_str())),
         RunEnding::Failed => (Some("failed"), None),
     }
+}
+
+/// The select list of a dead letter.
+pub const LETTER_COLUMNS: &str = "id, tenant_id, run_id, campaign_id, stage, payload, reason,
+    CAST(attempts AS BIGINT) AS attempts, first_failed_at, last_failed_at, resolved, resolution";
+
+/// A dead-letter row (selected with [`LETTER_COLUMNS`]) as a [`DeadLetter`].
+pub fn letter_from_row<'r, R>(row: &'r R, ts: TsReader<'r, R>) -> Result<DeadLetter, StoreError>
+where
+    R: Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let stage: String = row.try_get("stage")?;
+    let resolution: Option<String> = row.try_get("resolution")?;
+    let required = |col: &'r str| {
+        ts(row, col)?.ok_or_else(|| StoreError::Corrupt(format!("dead letter without {col}")))
+    };
+    Ok(DeadLetter {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        run_id: row.try_get("run_id")?,
+        campaign_id: row.try_get("campaign_id")?,
+        stage: stage.parse().map_err(StoreError::Corrupt)?,
+        payload: row.try_get("payload")?,
+        reason: row.try_get("reason")?,
+        attempts: row.try_get("attempts")?,
+        first_failed_at: required("first_failed_at")?,
+        last_failed_at: required("last_failed_at")?,
+        resolved: row.try_get("resolved")?,
+        resolution: resolution
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(StoreError::Corrupt)?,
+    })
 }

@@ -1,10 +1,13 @@
 //! PostgreSQL: dead letters, written by a leased run or handled afterwards (retry, dismiss).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool};
 
-use super::fence;
-use crate::{DeadLetter, Lease, NewDeadLetter, RunId, StoreError};
+use super::{fence, ts};
+use crate::{
+    DeadLetter, Lease, NewDeadLetter, RunId, StoreError,
+    sql::{LETTER_COLUMNS, letter_from_row},
+};
 
 pub(crate) async fn upsert_dead_letter(
     tx: &mut PgConnection,
@@ -47,45 +50,21 @@ pub async fn dead_letter(
     Ok(())
 }
 
-fn letter_from_row(r: &PgRow) -> Result<DeadLetter, StoreError> {
-    let stage: String = r.try_get("stage")?;
-    let resolution: Option<String> = r.try_get("resolution")?;
-    Ok(DeadLetter {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        run_id: r.try_get("run_id")?,
-        campaign_id: r.try_get("campaign_id")?,
-        stage: stage.parse().map_err(StoreError::Corrupt)?,
-        payload: r.try_get("payload")?,
-        reason: r.try_get("reason")?,
-        attempts: r.try_get::<i32, _>("attempts")?.into(),
-        first_failed_at: r.try_get("first_failed_at")?,
-        last_failed_at: r.try_get("last_failed_at")?,
-        resolved: r.try_get("resolved")?,
-        resolution: resolution
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(StoreError::Corrupt)?,
-    })
-}
-
 pub async fn dead_letters(
     pool: &PgPool,
     tenant: &str,
     include_resolved: bool,
 ) -> Result<Vec<DeadLetter>, StoreError> {
-    sqlx::query(
-        "SELECT id, tenant_id, run_id, campaign_id, stage, payload, reason, attempts,
-            first_failed_at, last_failed_at, resolved, resolution
-         FROM dead_letters WHERE tenant_id = $1 AND ($2 OR NOT resolved)
-         ORDER BY last_failed_at DESC, id DESC",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE tenant_id = $1 AND ($2 OR NOT resolved)
+             ORDER BY last_failed_at DESC, id DESC"
+    )))
     .bind(tenant)
     .bind(include_resolved)
     .fetch_all(pool)
     .await?
     .iter()
-    .map(letter_from_row)
+    .map(|r| letter_from_row(r, &ts))
     .collect()
 }
 

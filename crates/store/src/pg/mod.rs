@@ -23,7 +23,7 @@ use crate::{
     sql::{freeze_counters, run_columns, run_from_row},
 };
 
-fn ts(row: &PgRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(crate) fn ts(row: &PgRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(row.try_get(col)?)
 }
 

@@ -1,10 +1,13 @@
 //! SQLite: dead letters, written by a leased run or handled afterwards (retry, dismiss).
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, SqliteConnection, SqlitePool, sqlite::SqliteRow};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::{begin, fence, opt_ts, repeated, ts};
-use crate::{DeadLetter, Lease, NewDeadLetter, RunId, StoreError};
+use crate::{
+    DeadLetter, Lease, NewDeadLetter, RunId, StoreError,
+    sql::{LETTER_COLUMNS, letter_from_row},
+};
 
 pub(crate) async fn upsert_dead_letter(
     tx: &mut SqliteConnection,
@@ -47,48 +50,21 @@ pub async fn dead_letter(
     Ok(())
 }
 
-fn letter_from_row(r: &SqliteRow) -> Result<DeadLetter, StoreError> {
-    let stage: String = r.try_get("stage")?;
-    let resolution: Option<String> = r.try_get("resolution")?;
-    let required = |col: &str| {
-        opt_ts(r, col)?.ok_or_else(|| StoreError::Corrupt(format!("dead letter without {col}")))
-    };
-    Ok(DeadLetter {
-        id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
-        run_id: r.try_get("run_id")?,
-        campaign_id: r.try_get("campaign_id")?,
-        stage: stage.parse().map_err(StoreError::Corrupt)?,
-        payload: r.try_get("payload")?,
-        reason: r.try_get("reason")?,
-        attempts: r.try_get("attempts")?,
-        first_failed_at: required("first_failed_at")?,
-        last_failed_at: required("last_failed_at")?,
-        resolved: r.try_get("resolved")?,
-        resolution: resolution
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(StoreError::Corrupt)?,
-    })
-}
-
 pub async fn dead_letters(
     pool: &SqlitePool,
     tenant: &str,
     include_resolved: bool,
 ) -> Result<Vec<DeadLetter>, StoreError> {
-    sqlx::query(
-        "SELECT id, tenant_id, run_id, campaign_id, stage, payload, reason, attempts,
-            first_failed_at, last_failed_at, resolved, resolution
-         FROM dead_letters WHERE tenant_id = ?1 AND (?2 OR resolved = 0)
-         ORDER BY last_failed_at DESC, id DESC",
-    )
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE tenant_id = ?1 AND (?2 OR resolved = 0)
+             ORDER BY last_failed_at DESC, id DESC"
+    )))
     .bind(tenant)
     .bind(include_resolved)
     .fetch_all(pool)
     .await?
     .iter()
-    .map(letter_from_row)
+    .map(|r| letter_from_row(r, &opt_ts))
     .collect()
 }
 
