@@ -307,6 +307,20 @@ impl Store {
         dispatch!(self, mark_synced(lease, campaign_ids, at))
     }
 
+    /// The platform says a campaign the run listed is gone (a 404 to its sync call): it is
+    /// marked removed (a later listing that has it clears the mark), its open dead letters are
+    /// resolved as `removed`, and `warning` is recorded on the run. Returns whether the mark is
+    /// new. Fenced.
+    pub async fn campaign_gone(
+        &self,
+        lease: &Lease,
+        campaign_id: &str,
+        warning: &RunWarning,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, campaign_gone(lease, campaign_id, warning, at))
+    }
+
     /// Records (or re-records, counting attempts) a dead letter of the run. Fenced.
     pub async fn dead_letter(
         &self,

@@ -132,7 +132,7 @@ impl SyncEngine {
         let batch = PageBatch {
             cursor: verdict.cursor,
             listed_ids: &listed_ids,
-            seen: records.len() as u64,
+            seen: data.data.len() as u64,
             campaigns: &campaigns,
             dead_letters: &dead_letters,
             warnings: &warnings,
@@ -142,7 +142,7 @@ impl SyncEngine {
         let outcome = self.store.store_page(&ctx.lease, &batch).await?;
         let p = &self.progress;
         p.pages.fetch_add(1, Ordering::Relaxed);
-        p.seen.fetch_add(records.len() as u64, Ordering::Relaxed);
+        p.seen.fetch_add(data.data.len() as u64, Ordering::Relaxed);
         p.stored.fetch_add(outcome.newly_stored, Ordering::Relaxed);
         p.dead_lettered
             .fetch_add(outcome.dead_lettered, Ordering::Relaxed);

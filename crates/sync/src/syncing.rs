@@ -1,10 +1,13 @@
 //! The consumers of a run: the per-campaign sync calls, with bounded concurrency sized to keep
 //! the rate limiter saturated, each success recorded at once (fenced by the lease).
 
-use std::sync::atomic::Ordering;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use adsync_domain::CampaignId;
-use adsync_store::{NewDeadLetter, Stage};
+use adsync_store::{NewDeadLetter, RunWarning, Stage};
 use chrono::Utc;
 use futures::{StreamExt, stream};
 use tokio::{sync::mpsc, time::Instant};
@@ -18,10 +21,17 @@ impl SyncEngine {
         ctx: &RunCtx,
         rx: mpsc::Receiver<String>,
     ) -> Result<(), Stop> {
-        let ids = stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|id| (id, rx)) },
-        )
+        // Set once the producer closed the channel and every id was taken: only then is the
+        // work done. Stopping early (take_until) leaves ids behind even when every call in
+        // flight then finishes well, and that run must end interrupted, not finished.
+        let drained = Arc::new(AtomicBool::new(false));
+        let ids = stream::unfold((rx, drained.clone()), |(mut rx, drained)| async move {
+            let next = rx.recv().await;
+            if next.is_none() {
+                drained.store(true, Ordering::Relaxed);
+            }
+            next.map(|id| (id, (rx, drained)))
+        })
         .take_until(ctx.stop.clone().cancelled_owned());
         let results = ids
             .map(|id| self.sync_one(ctx, id))
@@ -36,7 +46,11 @@ impl SyncEngine {
                 first_error = Some(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        match first_error {
+            Some(e) => Err(e),
+            None if !drained.load(Ordering::Relaxed) => Err(Stop::Cancelled),
+            None => Ok(()),
+        }
     }
 
     async fn sync_one(&self, ctx: &RunCtx, id: String) -> Result<(), Stop> {
@@ -74,6 +88,15 @@ impl SyncEngine {
                     | adsync_client::Error::Unauthorized { .. }
                     | adsync_client::Error::Config(_)),
                 ) => return Err(Stop::Fatal(e)),
+                Err(adsync_client::Error::Rejected {
+                    status: 404,
+                    message,
+                }) => {
+                    // The platform says the campaign is gone (removed after it was listed):
+                    // not a failure of the run. A later listing that has it clears the mark.
+                    self.breaker.record_success();
+                    return self.campaign_gone(ctx, &id, &message).await;
+                }
                 Err(e) if !e.is_transient() => {
                     // The platform answered, about this campaign only (a 404, a 4xx, an answer
                     // of the wrong shape): a dead letter with the reason.
@@ -99,6 +122,21 @@ impl SyncEngine {
                 }
             }
         }
+    }
+
+    async fn campaign_gone(&self, ctx: &RunCtx, id: &str, message: &str) -> Result<(), Stop> {
+        let warning = RunWarning {
+            kind: "vanished".into(),
+            message: format!(
+                "campaign {id} vanished after it was listed (the platform answers 404 to its sync call: {message}); marked removed"
+            ),
+        };
+        self.warnings.note(std::slice::from_ref(&warning));
+        self.store
+            .campaign_gone(&ctx.lease, id, &warning, Utc::now())
+            .await?;
+        self.progress.pending.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn dead_letter_sync(&self, ctx: &RunCtx, id: &str, reason: String) -> Result<(), Stop> {

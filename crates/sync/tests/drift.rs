@@ -228,8 +228,6 @@ async fn removed_between_listing_and_sync(
 }
 
 #[tokio::test]
-#[ignore = "engine gap: a sync 404 of a campaign removed after the listing completed makes \
-            the run partial (syncing.rs dead-letters every non-transient sync error)"]
 async fn a_campaign_removed_between_its_listing_and_its_sync_does_not_make_the_run_partial() {
     let (store, _dir) = sqlite().await;
     let sim = slow(12, |_| {}).await;
@@ -241,9 +239,6 @@ async fn a_campaign_removed_between_its_listing_and_its_sync_does_not_make_the_r
 }
 
 #[tokio::test]
-#[ignore = "store bug: a sync dead letter of a campaign that a later complete listing marks \
-            removed stays unresolved forever (finish_run resolves only the finishing run's \
-            letters: `AND run_id = ?1` in sqlite/mod.rs and pg/mod.rs)"]
 async fn a_sync_dead_letter_of_a_campaign_the_next_listing_no_longer_has_is_resolved_as_removed() {
     let (store, _dir) = sqlite().await;
     let sim = slow(12, |_| {}).await;

@@ -103,9 +103,6 @@ async fn a_run_cancelled_before_its_first_call_is_interrupted_with_exit_code_130
 }
 
 #[tokio::test]
-#[ignore = "engine bug: a run cancelled after its listing ended is recorded as finished \
-            (succeeded, exit 0) with campaigns never synced; syncing.rs sync_all returns Ok \
-            when take_until cuts the id stream"]
 async fn a_run_cancelled_after_its_listing_ended_is_interrupted_and_resumable() {
     let (store, _dir) = sqlite().await;
     let sim = slow(20, |_| {}).await;

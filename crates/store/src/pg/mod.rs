@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 pub use letters::{
     dead_letter, dead_letters, dismiss_dead_letters, record_retry_failure, resolve_synced_by_retry,
 };
-pub use pages::{listed, mark_synced, pending_syncs, store_page};
+pub use pages::{campaign_gone, listed, mark_synced, pending_syncs, store_page};
 pub use reads::{campaigns, count, run_warnings};
 
 use crate::{
@@ -146,15 +146,14 @@ fn held(rows: u64, lease: &Lease) -> Result<(), StoreError> {
 pub async fn finish_run(pool: &PgPool, lease: &Lease, end: &RunEnd) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     fence(&mut tx, lease).await?;
-    // Sync failures of campaigns the platform no longer lists are not failures of the run.
+    // Sync failures of campaigns the platform no longer lists are not failures of the run
+    // (whichever run failed them).
     sqlx::query(
-        "UPDATE dead_letters SET resolved = TRUE, resolved_at = $3, resolution = 'removed'
-         WHERE tenant_id = $2 AND NOT resolved AND stage IN ('sync', 'validation')
+        "UPDATE dead_letters SET resolved = TRUE, resolved_at = $2, resolution = 'removed'
+         WHERE tenant_id = $1 AND NOT resolved AND stage IN ('sync', 'validation')
            AND campaign_id IN (SELECT id FROM campaigns
-                               WHERE tenant_id = $2 AND removed_at IS NOT NULL)
-           AND run_id = $1",
+                               WHERE tenant_id = $1 AND removed_at IS NOT NULL)",
     )
-    .bind(lease.run)
     .bind(&lease.tenant)
     .bind(end.at)
     .execute(&mut *tx)

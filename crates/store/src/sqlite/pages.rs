@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::{CHUNK, begin, fence, letters::upsert_dead_letter, repeated, ts};
-use crate::{Lease, PageOutcome, RunId, StoreError, model::DedupedBatch};
+use crate::{Lease, PageOutcome, RunId, RunWarning, StoreError, model::DedupedBatch};
 
 pub async fn store_page(
     pool: &SqlitePool,
@@ -318,4 +318,53 @@ pub async fn mark_synced(
     }
     tx.commit().await?;
     Ok(())
+}
+
+pub async fn campaign_gone(
+    pool: &SqlitePool,
+    lease: &Lease,
+    campaign_id: &str,
+    warning: &RunWarning,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let at = ts(at);
+    let mut tx = begin(pool).await?;
+    fence(&mut tx, lease).await?;
+    let marked = sqlx::query(
+        "UPDATE campaigns SET removed_at = ?3
+         WHERE tenant_id = ?1 AND id = ?2 AND removed_at IS NULL",
+    )
+    .bind(&lease.tenant)
+    .bind(campaign_id)
+    .bind(&at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE sync_runs SET campaigns_removed = campaigns_removed + ?2 WHERE id = ?1")
+        .bind(lease.run)
+        .bind(marked as i64)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE dead_letters SET resolved = 1, resolved_at = ?3, resolution = 'removed'
+         WHERE tenant_id = ?1 AND campaign_id = ?2 AND resolved = 0",
+    )
+    .bind(&lease.tenant)
+    .bind(campaign_id)
+    .bind(&at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO run_warnings (run_id, kind, message, occurrences, first_seen_at)
+         VALUES (?1, ?2, ?3, 1, ?4)
+         ON CONFLICT (run_id, kind) DO UPDATE SET occurrences = run_warnings.occurrences + 1",
+    )
+    .bind(lease.run)
+    .bind(&warning.kind)
+    .bind(&warning.message)
+    .bind(&at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(marked > 0)
 }
