@@ -41,7 +41,8 @@ pub fn run_columns() -> String {
          r.lease_expires_at, r.pages, r.campaigns_seen, r.campaigns_removed,
          r.campaigns_returned, r.requests, r.retries, r.rate_limited, r.token_refreshes,
          r.limiter_wait_seconds, r.active_seconds, r.throttled_seconds, r.floor_seconds,
-         r.error, {}, {}, {}, {}",
+         r.error, r.requested_by, r.queued_at, CAST(r.attempts AS BIGINT) AS attempts,
+         r.cancel_requested_at, {}, {}, {}, {}",
         live(STORED, "campaigns_stored"),
         live(SYNCED, "campaigns_synced"),
         live(DEAD, "dead_lettered"),
@@ -107,6 +108,10 @@ where
         throttled_seconds: row.try_get("throttled_seconds")?,
         floor_seconds: row.try_get("floor_seconds")?,
         error: row.try_get("error")?,
+        requested_by: row.try_get("requested_by")?,
+        queued_at: ts(row, "queued_at")?,
+        attempts: row.try_get("attempts")?,
+        cancel_requested_at: ts(row, "cancel_requested_at")?,
     })
 }
 

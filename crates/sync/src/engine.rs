@@ -146,6 +146,8 @@ pub(crate) enum Stop {
     Cancelled,
     PlatformDown(PlatformDown),
     Fatal(adsync_client::Error),
+    /// The platform could not be reached before the run started (a claimed run).
+    Unreachable(adsync_client::Error),
     Store(StoreError),
     LeaseLost,
 }
@@ -171,7 +173,7 @@ impl Stop {
     fn weight(&self) -> u8 {
         match self {
             Stop::LeaseLost => 4,
-            Stop::Fatal(_) | Stop::Store(_) | Stop::PlatformDown(_) => 3,
+            Stop::Fatal(_) | Stop::Store(_) | Stop::PlatformDown(_) | Stop::Unreachable(_) => 3,
             Stop::Cancelled => 1,
         }
     }
@@ -239,11 +241,58 @@ impl SyncEngine {
         let client_before = self.client.stats();
         // Credentials first: a wrong password fails before anything is written.
         self.client.authenticate().await?;
+        let acquired = ownership::acquire(&self.store, &self.config, &cancel, &*self.notice).await?;
+        self.run_acquired(acquired, cancel, started, client_before)
+            .await
+    }
+
+    /// Runs a run a worker claimed from the queue under `lease` (see the service's queue),
+    /// from its checkpoint. Unlike [`SyncEngine::run`], the run exists and is held before the
+    /// platform is asked anything, so a refused login fails the run (`failed`, with the
+    /// platform's reason) and an unreachable platform stops it (`interrupted`,
+    /// `platform_down`): both are in the report.
+    #[tracing::instrument(skip_all, fields(tenant = %self.config.tenant, run = run.id))]
+    pub async fn run_claimed(
+        &self,
+        run: RunRecord,
+        lease: Lease,
+        cancel: CancellationToken,
+    ) -> Result<RunReport, SyncError> {
+        let started = Instant::now();
+        let client_before = self.client.stats();
+        let resumed = run.attempts > 1 || run.resumes > 0 || run.counters.pages > 0;
+        if let Err(e) = self.client.authenticate().await {
+            let stop = if e.is_transient() {
+                Stop::Unreachable(e)
+            } else {
+                Stop::Fatal(e)
+            };
+            let client = self.client.stats().since(&client_before);
+            return self
+                .end(&run, &lease, Err(stop), client, started.elapsed(), resumed)
+                .await;
+        }
+        let acquired = ownership::Acquired {
+            run,
+            lease,
+            resumed,
+        };
+        self.run_acquired(acquired, cancel, started, client_before)
+            .await
+    }
+
+    async fn run_acquired(
+        &self,
+        acquired: ownership::Acquired,
+        cancel: CancellationToken,
+        started: Instant,
+        client_before: adsync_client::StatsSnapshot,
+    ) -> Result<RunReport, SyncError> {
         let ownership::Acquired {
             run,
             lease,
             resumed,
-        } = ownership::acquire(&self.store, &self.config, &cancel, &*self.notice).await?;
+        } = acquired;
         self.progress
             .page_size
             .store(run.page_size, Ordering::Relaxed);
@@ -306,6 +355,10 @@ impl SyncEngine {
             Err(Stop::PlatformDown(e)) => (
                 RunEnding::Stopped(StopReason::PlatformDown),
                 Some(format!("{e}; run adsync sync again later to resume")),
+            ),
+            Err(Stop::Unreachable(e)) => (
+                RunEnding::Stopped(StopReason::PlatformDown),
+                Some(format!("{e}; the run is resumed later")),
             ),
             Err(Stop::Store(e)) => (
                 RunEnding::Stopped(StopReason::DatabaseDown),

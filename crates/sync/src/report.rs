@@ -51,7 +51,13 @@ impl Outcome {
             (_, Some(StopReason::PlatformDown)) => Outcome::PlatformDown,
             (_, Some(StopReason::DatabaseDown)) => Outcome::DatabaseDown,
             (_, Some(StopReason::LeaseLost)) => Outcome::LeaseLost,
-            (RunStatus::Interrupted | RunStatus::Running, _) => Outcome::Cancelled,
+            (
+                RunStatus::Interrupted
+                | RunStatus::Running
+                | RunStatus::Queued
+                | RunStatus::Cancelled,
+                _,
+            ) => Outcome::Cancelled,
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::RunId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
+    /// Waiting for a worker (the service's job queue).
+    Queued,
     /// In progress (or its process died; then it is resumable once its lease expires).
     Running,
     /// Every campaign the platform reported stored and synced.
@@ -21,17 +23,21 @@ pub enum RunStatus {
     Failed,
     /// Stopped by a signal, an outage or a lost lease; `adsync sync` resumes it.
     Interrupted,
+    /// Cancelled at someone's request (the service's API): over for good.
+    Cancelled,
 }
 
 impl RunStatus {
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -39,7 +45,7 @@ impl RunStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed
+            RunStatus::Succeeded | RunStatus::Partial | RunStatus::Failed | RunStatus::Cancelled
         )
     }
 }
@@ -48,11 +54,13 @@ impl FromStr for RunStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
+            "queued" => RunStatus::Queued,
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "partial" => RunStatus::Partial,
             "failed" => RunStatus::Failed,
             "interrupted" => RunStatus::Interrupted,
+            "cancelled" => RunStatus::Cancelled,
             other => return Err(format!("unknown run status {other:?}")),
         })
     }
@@ -273,6 +281,15 @@ pub struct RunRecord {
     pub floor_seconds: Option<f64>,
     /// Why it failed or stopped.
     pub error: Option<String>,
+    /// Who asked for it: `cli`, `schedule`, `api:<key id>`, `retry` (`None` before the
+    /// service existed).
+    pub requested_by: Option<String>,
+    /// When it was last queued (service runs).
+    pub queued_at: Option<DateTime<Utc>>,
+    /// Claims by workers: the first and every take-over after a lease ran out.
+    pub attempts: i64,
+    /// When someone asked to cancel it while it ran.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl RunRecord {

@@ -53,8 +53,9 @@ pub async fn create_run(
     Ok((row.try_get("id")?, row.try_get("lease_epoch")?))
 }
 
-/// The condition under which nobody holds a run: interrupted, or running on an expired lease.
-const UNHELD: &str = "(status = 'interrupted' OR (status = 'running'
+/// The condition under which nobody holds a run: interrupted, queued, or running on an
+/// expired lease.
+const UNHELD: &str = "(status IN ('interrupted', 'queued') OR (status = 'running'
     AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())))";
 
 pub async fn take_over(

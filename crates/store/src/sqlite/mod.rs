@@ -38,7 +38,7 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
 }
 
-pub(crate) fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub fn opt_ts(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     row.try_get::<Option<String>, _>(col)?
         .as_deref()
         .map(parse_ts)
@@ -110,10 +110,10 @@ pub async fn create_run(
 }
 
 /// The condition under which nobody holds a run, `now` being the placeholder of the current
-/// time: interrupted, or running on an expired lease.
+/// time: interrupted, queued, or running on an expired lease.
 fn unheld(now: &str) -> String {
     format!(
-        "(status = 'interrupted' OR (status = 'running'
+        "(status IN ('interrupted', 'queued') OR (status = 'running'
           AND (lease_expires_at IS NULL OR lease_expires_at < {now})))"
     )
 }

@@ -1,0 +1,202 @@
+//! Runs as jobs. The queue is `sync_runs` itself: a run is `queued`, claimed by a worker
+//! (`running`, on the lease of `adsync_store`: owner, fencing epoch, expiry renewed by the
+//! engine's keeper), and ends. A partial unique index keeps one queued-or-running run per
+//! tenant. Workers claim with `FOR UPDATE SKIP LOCKED` on PostgreSQL (a `BEGIN IMMEDIATE`
+//! transaction on SQLite), the least recently served tenant first; the reaper requeues runs
+//! whose lease ran out, from the run row alone; a requeued run resumes from its checkpoint.
+//!
+//! Why not a queue crate: apalis-postgres, graphile_worker and underway (checked 2026-11)
+//! offer no "one active job per key" with a fencing epoch, and the run row already is the
+//! job with its checkpoint and lease; a second table would be a second truth.
+
+pub(crate) mod pg;
+pub(crate) mod sqlite;
+
+use std::time::Duration;
+
+use adsync_store::{Lease, RunId, RunRecord, RunStatus, Store};
+use serde::Serialize;
+
+use crate::{Result, audit::Actor};
+
+/// What [`Queue::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "run", rename_all = "snake_case")]
+pub enum Enqueued {
+    /// A new run was queued.
+    Queued(RunId),
+    /// The tenant's interrupted run was queued again (it resumes from its checkpoint).
+    Requeued(RunId),
+    /// The tenant already has a queued or running run: nothing changed.
+    AlreadyActive(RunId),
+}
+
+impl Enqueued {
+    /// The run concerned.
+    pub fn run(self) -> RunId {
+        match self {
+            Enqueued::Queued(r) | Enqueued::Requeued(r) | Enqueued::AlreadyActive(r) => r,
+        }
+    }
+}
+
+/// What to queue: a tenant's run with its settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRequest<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Page size for a new run (a requeued run keeps its own).
+    pub page_size: u64,
+    /// The platform's base URL (an interrupted run against another one is not resumed).
+    pub platform: &'a str,
+    /// `schedule`, `api:<key id>`, `retry`.
+    pub requested_by: &'a str,
+}
+
+/// A run a worker now holds.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The run as claimed (its checkpoint included).
+    pub run: RunRecord,
+    /// The lease every write of the run must carry.
+    pub lease: Lease,
+}
+
+/// What happens to a run its worker stopped early (it is `interrupted` after
+/// `finish_run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Back in the queue, claimable after `after` (a worker shutting down: zero; the
+    /// platform down: a backoff).
+    Requeue {
+        /// Delay before a worker may claim it.
+        after: Duration,
+    },
+    /// Over for good, as asked (`cancelled`).
+    Cancel,
+}
+
+/// What [`Queue::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The run was queued (or interrupted): it is cancelled.
+    Cancelled,
+    /// The run is running: its worker was asked to stop it (it ends `cancelled`).
+    Requested,
+    /// The run had already ended: nothing changed.
+    AlreadyFinished(RunStatus),
+}
+
+/// The run queue over a [`Store`]'s database.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    store: Store,
+}
+
+impl Queue {
+    /// The queue in `store`'s database (migrated by `Store::connect`).
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Queues a run for the tenant unless one is queued or running; an interrupted run is
+    /// queued again rather than replaced (its checkpoint is kept), unless it was started
+    /// against another platform (then it is closed as failed and a new one queued). With an
+    /// actor, the change is audited in the same transaction.
+    pub async fn enqueue(&self, req: RunRequest<'_>, actor: Option<&Actor>) -> Result<Enqueued> {
+        match &self.store {
+            Store::Postgres(p) => pg::enqueue(p, &req, actor).await,
+            Store::Sqlite(p) => sqlite::enqueue(p, &req, actor).await,
+        }
+    }
+
+    /// Claims up to `max` queued runs for `owner` with a lease of `ttl`: fair across
+    /// tenants (least recently served first), never a run of a paused tenant, never one
+    /// whose `run_after` is in the future. Each claim increments the run's epoch.
+    pub async fn claim(&self, owner: &str, ttl: Duration, max: usize) -> Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let ttl = ttl.min(Duration::from_secs(86_400 * 365));
+        let claimed = match &self.store {
+            Store::Postgres(p) => pg::claim(p, owner, ttl, max).await?,
+            Store::Sqlite(p) => sqlite::claim(p, owner, ttl, max).await?,
+        };
+        let mut out = Vec::with_capacity(claimed.len());
+        for (id, tenant, epoch) in claimed {
+            let run = self.store.run(id).await?;
+            out.push(Claimed {
+                run,
+                lease: Lease {
+                    run: id,
+                    tenant,
+                    epoch,
+                    owner: owner.to_owned(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Requeues every service run (its tenant exists) whose lease ran out: its worker died,
+    /// hangs, or lost the database. Returns the runs requeued. Safe to run anywhere, any
+    /// number of times: the condition is on the row alone.
+    pub async fn reap(&self) -> Result<Vec<RunId>> {
+        match &self.store {
+            Store::Postgres(p) => pg::reap(p).await,
+            Store::Sqlite(p) => sqlite::reap(p).await,
+        }
+    }
+
+    /// After `finish_run` stopped the run (`interrupted`), requeue or cancel it, if `lease`
+    /// was the last to hold it. Returns whether it did.
+    pub async fn settle(&self, lease: &Lease, how: Settle) -> Result<bool> {
+        match &self.store {
+            Store::Postgres(p) => pg::settle(p, lease, how).await,
+            Store::Sqlite(p) => sqlite::settle(p, lease, how).await,
+        }
+    }
+
+    /// Cancels a run: a queued or interrupted one at once, a running one by asking its
+    /// worker (which sees it within a second or two and ends it `cancelled`).
+    pub async fn cancel(&self, run: RunId, actor: Option<&Actor>) -> Result<CancelOutcome> {
+        match &self.store {
+            Store::Postgres(p) => pg::cancel(p, run, actor).await,
+            Store::Sqlite(p) => sqlite::cancel(p, run, actor).await,
+        }
+    }
+
+    /// Of `runs`, those still running whose cancellation was asked.
+    pub async fn cancel_requested(&self, runs: &[RunId]) -> Result<Vec<RunId>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.store {
+            Store::Postgres(p) => pg::cancel_requested(p, runs).await,
+            Store::Sqlite(p) => sqlite::cancel_requested(p, runs).await,
+        }
+    }
+
+    /// Runs by status (`queued`, `running`) for the metrics: (status, count).
+    pub async fn depth(&self) -> Result<Vec<(String, i64)>> {
+        let sql = "SELECT status, COUNT(*) AS n FROM sync_runs
+                   WHERE status IN ('queued', 'running') GROUP BY status";
+        Ok(match &self.store {
+            Store::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await?,
+            Store::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
+        })
+    }
+}
+
+/// How long a run waits before it is claimed again after the platform was down, by how many
+/// times workers claimed it: 30 s, 1, 2, 4 min, ... capped at 30 min.
+pub fn platform_backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 7) as u32 - 1;
+    Duration::from_secs(30 * 2u64.pow(exp)).min(Duration::from_secs(1800))
+}

@@ -1,0 +1,255 @@
+//! The queue on PostgreSQL. Times come from the database's clock (`clock_timestamp()`), as
+//! the store's leases do, so workers on machines whose clocks disagree still agree.
+
+use std::time::Duration;
+
+use adsync_store::{Lease, RunId, RunStatus};
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::{CancelOutcome, Enqueued, RunRequest, Settle};
+use crate::{
+    Result, ServiceError,
+    audit::{self, Actor, Change},
+};
+
+pub(super) async fn enqueue(
+    pool: &PgPool,
+    req: &RunRequest<'_>,
+    actor: Option<&Actor>,
+) -> Result<Enqueued> {
+    let mut tx = pool.begin().await?;
+    let outcome = enqueue_in(&mut tx, req).await?;
+    if let Some(actor) = actor
+        && !matches!(outcome, Enqueued::AlreadyActive(_))
+    {
+        let id = outcome.run().to_string();
+        audit::record_pg(
+            &mut tx,
+            actor,
+            &Change {
+                action: "run.create",
+                target_type: "run",
+                target_id: &id,
+                tenant_id: Some(req.tenant),
+                detail: Some(serde_json::json!({ "outcome": outcome })),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`enqueue`] inside the caller's transaction (the scheduler fires a tick in the same one).
+pub(crate) async fn enqueue_in(tx: &mut PgConnection, req: &RunRequest<'_>) -> Result<Enqueued> {
+    // The tenant's row lock serializes enqueues of one tenant (and a delete).
+    let exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(req.tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(ServiceError::NotFound(format!("tenant {}", req.tenant)));
+    }
+    let open = sqlx::query(
+        "SELECT id, status, platform FROM sync_runs
+         WHERE tenant_id = $1 AND status IN ('queued', 'running', 'interrupted')
+         ORDER BY (status = 'interrupted'), id DESC LIMIT 1",
+    )
+    .bind(req.tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut outcome = None;
+    if let Some(row) = open {
+        let id: RunId = row.try_get("id")?;
+        let status: String = row.try_get("status")?;
+        let platform: Option<String> = row.try_get("platform")?;
+        if status != "interrupted" {
+            return Ok(Enqueued::AlreadyActive(id));
+        }
+        if platform.as_deref().is_none_or(|p| p == req.platform) {
+            sqlx::query(
+                "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
+                    run_after = NULL, requested_by = $2, owner = NULL,
+                    lease_expires_at = NULL, stop_reason = NULL, finished_at = NULL,
+                    error = NULL, cancel_requested_at = NULL
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(req.requested_by)
+            .execute(&mut *tx)
+            .await?;
+            outcome = Some(Enqueued::Requeued(id));
+        } else {
+            sqlx::query(
+                "UPDATE sync_runs SET status = 'failed', finished_at = clock_timestamp(),
+                    error = 'abandoned: the tenant now syncs from another platform'
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let outcome = match outcome {
+        Some(o) => o,
+        None => {
+            let id: RunId = sqlx::query_scalar(
+                "INSERT INTO sync_runs (tenant_id, started_at, status, page_size, platform,
+                    requested_by, queued_at)
+                 VALUES ($1, clock_timestamp(), 'queued', $2, $3, $4, clock_timestamp())
+                 RETURNING id",
+            )
+            .bind(req.tenant)
+            .bind(req.page_size as i64)
+            .bind(req.platform)
+            .bind(req.requested_by)
+            .fetch_one(&mut *tx)
+            .await?;
+            Enqueued::Queued(id)
+        }
+    };
+    Ok(outcome)
+}
+
+pub(super) async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    ttl: Duration,
+    max: usize,
+) -> Result<Vec<(RunId, String, i64)>> {
+    let rows = sqlx::query(
+        "WITH picked AS (
+            SELECT r.id FROM sync_runs r JOIN tenants t ON t.id = r.tenant_id
+            WHERE r.status = 'queued' AND NOT t.paused
+              AND (r.run_after IS NULL OR r.run_after <= clock_timestamp())
+            ORDER BY t.last_served_at ASC NULLS FIRST, r.queued_at, r.id
+            LIMIT $3
+            FOR UPDATE OF r SKIP LOCKED
+         ), claimed AS (
+            UPDATE sync_runs r SET status = 'running', owner = $1,
+                heartbeat_at = clock_timestamp(), lease_epoch = r.lease_epoch + 1,
+                lease_expires_at = clock_timestamp() + make_interval(secs => $2),
+                started_at = CASE WHEN r.attempts = 0 THEN clock_timestamp()
+                                  ELSE r.started_at END,
+                resumes = r.resumes + CASE WHEN r.attempts = 0 THEN 0 ELSE 1 END,
+                attempts = r.attempts + 1, stop_reason = NULL, finished_at = NULL,
+                error = NULL, run_after = NULL
+            FROM picked WHERE r.id = picked.id
+            RETURNING r.id, r.tenant_id, r.lease_epoch
+         ), served AS (
+            UPDATE tenants t SET last_served_at = clock_timestamp()
+            FROM claimed WHERE t.id = claimed.tenant_id
+         )
+         SELECT id, tenant_id, lease_epoch FROM claimed",
+    )
+    .bind(owner)
+    .bind(ttl.as_secs_f64())
+    .bind(max as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("tenant_id")?, r.try_get("lease_epoch")?)))
+        .collect()
+}
+
+pub(super) async fn reap(pool: &PgPool) -> Result<Vec<RunId>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
+            lease_expires_at = NULL,
+            error = 'the lease of ' || coalesce(owner, 'its worker') || ' ran out; requeued'
+         WHERE status = 'running' AND lease_expires_at < clock_timestamp()
+           AND tenant_id IN (SELECT id FROM tenants)
+         RETURNING id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn settle(pool: &PgPool, lease: &Lease, how: Settle) -> Result<bool> {
+    let done = match how {
+        Settle::Requeue { after } => sqlx::query(
+            "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
+                run_after = clock_timestamp() + make_interval(secs => $3),
+                stop_reason = NULL, finished_at = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'interrupted'",
+        )
+        .bind(lease.run)
+        .bind(lease.epoch)
+        .bind(after.as_secs_f64()),
+        Settle::Cancel => sqlx::query(
+            "UPDATE sync_runs SET status = 'cancelled', lease_expires_at = NULL,
+                error = 'cancelled'
+             WHERE id = $1 AND lease_epoch = $2 AND status = 'interrupted'",
+        )
+        .bind(lease.run)
+        .bind(lease.epoch),
+    }
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn cancel(pool: &PgPool, run: RunId, actor: Option<&Actor>) -> Result<CancelOutcome> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query("SELECT tenant_id, status FROM sync_runs WHERE id = $1 FOR UPDATE")
+        .bind(run)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("run {run}")))?;
+    let tenant: String = row.try_get("tenant_id")?;
+    let status: RunStatus = row
+        .try_get::<String, _>("status")?
+        .parse()
+        .map_err(|e: String| ServiceError::Store(adsync_store::StoreError::Corrupt(e)))?;
+    let outcome = match status {
+        RunStatus::Queued | RunStatus::Interrupted => {
+            sqlx::query(
+                "UPDATE sync_runs SET status = 'cancelled', stop_reason = 'cancelled',
+                    finished_at = clock_timestamp(), lease_expires_at = NULL,
+                    error = 'cancelled before it ran to its end'
+                 WHERE id = $1",
+            )
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+            CancelOutcome::Cancelled
+        }
+        RunStatus::Running => {
+            sqlx::query(
+                "UPDATE sync_runs SET cancel_requested_at = coalesce(cancel_requested_at,
+                    clock_timestamp()) WHERE id = $1",
+            )
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+            CancelOutcome::Requested
+        }
+        other => return Ok(CancelOutcome::AlreadyFinished(other)),
+    };
+    if let Some(actor) = actor {
+        audit::record_pg(
+            &mut tx,
+            actor,
+            &Change {
+                action: "run.cancel",
+                target_type: "run",
+                target_id: &run.to_string(),
+                tenant_id: Some(&tenant),
+                detail: Some(serde_json::json!({ "outcome": outcome })),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+pub(super) async fn cancel_requested(pool: &PgPool, runs: &[RunId]) -> Result<Vec<RunId>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM sync_runs WHERE id = ANY($1) AND status = 'running'
+           AND cancel_requested_at IS NOT NULL",
+    )
+    .bind(runs)
+    .fetch_all(pool)
+    .await?)
+}

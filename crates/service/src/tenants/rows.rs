@@ -1,0 +1,466 @@
+//! The tenant tables on both databases. The SQL text is shared (`$N` placeholders work on
+//! both); what differs is how a timestamp is bound and read (PostgreSQL `TIMESTAMPTZ`,
+//! SQLite RFC 3339 text) and how a write transaction starts (SQLite: `BEGIN IMMEDIATE`).
+
+use adsync_store::{Store, sqlite_opt_ts, sqlite_ts};
+use chrono::{DateTime, Utc};
+use sqlx::{Row, postgres::PgRow, sqlite::SqliteRow};
+
+use super::{Settings, Tenant};
+use crate::{
+    Result, ServiceError,
+    audit::{self, Actor, Change},
+    queue::{self, Enqueued, RunRequest},
+    vault::Sealed,
+};
+
+const COLUMNS: &str = "t.id, t.name, t.api_url, t.client_id, t.rate_limit_requests,
+    t.rate_limit_window_ms, t.page_size, t.schedule, t.time_zone, t.paused, t.next_run_at,
+    t.last_tick_at, t.ticks_skipped, t.created_at, t.updated_at, t.jitter_ms,
+    EXISTS (SELECT 1 FROM tenant_secrets s WHERE s.tenant_id = t.id) AS has_credentials";
+
+type Ts<'r, R> = &'r dyn Fn(&'r R, &str) -> Result<Option<DateTime<Utc>>>;
+
+fn tenant_from<'r, R>(row: &'r R, ts: Ts<'r, R>) -> Result<(Tenant, i64)>
+where
+    R: Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let requests: i64 = row.try_get("rate_limit_requests")?;
+    let window_ms: i64 = row.try_get("rate_limit_window_ms")?;
+    let limit = adsync_domain::RateLimit::new(
+        requests.clamp(1, u32::MAX.into()) as u32,
+        std::time::Duration::from_millis(window_ms.max(1) as u64),
+    )
+    .unwrap_or_default();
+    let required = |col: &str| {
+        ts(row, col)?.ok_or_else(|| {
+            ServiceError::Store(adsync_store::StoreError::Corrupt(format!(
+                "tenant without {col}"
+            )))
+        })
+    };
+    Ok((
+        Tenant {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            api_url: row.try_get("api_url")?,
+            client_id: row.try_get("client_id")?,
+            rate_limit: limit.to_string(),
+            page_size: row.try_get::<i64, _>("page_size")?.max(1) as u64,
+            schedule: row.try_get("schedule")?,
+            time_zone: row.try_get("time_zone")?,
+            paused: row.try_get("paused")?,
+            next_run_at: ts(row, "next_run_at")?,
+            last_tick_at: ts(row, "last_tick_at")?,
+            ticks_skipped: row.try_get("ticks_skipped")?,
+            has_credentials: row.try_get("has_credentials")?,
+            created_at: required("created_at")?,
+            updated_at: required("updated_at")?,
+        },
+        row.try_get("jitter_ms")?,
+    ))
+}
+
+fn pg_ts(row: &PgRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(row.try_get(col)?)
+}
+
+fn lite_ts(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlite_opt_ts(row, col)?)
+}
+
+fn pg_tenant(row: &PgRow) -> Result<(Tenant, i64)> {
+    tenant_from(row, &pg_ts)
+}
+
+fn lite_tenant(row: &SqliteRow) -> Result<(Tenant, i64)> {
+    tenant_from(row, &lite_ts)
+}
+
+/// Runs `$body` with `$tx` a write transaction on either database and `$t` the function
+/// that turns a timestamp into its bindable form; `$rec` records an audit change.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident, $t:ident, $rec:ident| $body:block) => {
+        match $store {
+            Store::Postgres(p) => {
+                let mut $tx = p.begin().await?;
+                #[allow(unused)]
+                let $t = |d: DateTime<Utc>| d;
+                #[allow(unused)]
+                let $rec = audit::record_pg;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Store::Sqlite(p) => {
+                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                #[allow(unused)]
+                let $t = sqlite_ts;
+                #[allow(unused)]
+                let $rec = audit::record_sqlite;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert(
+    store: &Store,
+    id: &str,
+    s: &Settings,
+    sealed: &Sealed,
+    jitter_ms: i64,
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    audit: Option<(&Actor, &Change<'_>)>,
+) -> Result<()> {
+    const TENANT: &str = "INSERT INTO tenants (id, name, api_url, client_id,
+            rate_limit_requests, rate_limit_window_ms, page_size, schedule, time_zone, paused,
+            next_run_at, jitter_ms, created_at, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)";
+    const SECRET: &str = "INSERT INTO tenant_secrets
+            (tenant_id, key_id, wrapped_key, email, password, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6)";
+    let zone = s
+        .schedule
+        .as_ref()
+        .map_or_else(|| "UTC".to_owned(), |sc| sc.zone_name());
+    write_tx!(store, |tx, t, rec| {
+        sqlx::query(TENANT)
+            .bind(id)
+            .bind(&s.name)
+            .bind(&s.api_url)
+            .bind(&s.client_id)
+            .bind(i64::from(s.limit.requests))
+            .bind(s.limit.window.as_millis() as i64)
+            .bind(s.page_size as i64)
+            .bind(s.schedule.as_ref().map(|sc| sc.cron().to_owned()))
+            .bind(&zone)
+            .bind(s.paused)
+            .bind(next.map(t))
+            .bind(jitter_ms)
+            .bind(t(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(SECRET)
+            .bind(id)
+            .bind(&sealed.key_id)
+            .bind(&sealed.wrapped_key)
+            .bind(&sealed.email)
+            .bind(&sealed.password)
+            .bind(t(now))
+            .execute(&mut *tx)
+            .await?;
+        if let Some((actor, change)) = audit {
+            rec(&mut tx, actor, change).await?;
+        }
+        Ok::<_, ServiceError>(())
+    })
+}
+
+pub(super) async fn get(store: &Store, id: &str) -> Result<Option<Tenant>> {
+    let sql = format!("SELECT {COLUMNS} FROM tenants t WHERE t.id = $1");
+    Ok(match store {
+        Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| pg_tenant(&r))
+            .transpose()?,
+        Store::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| lite_tenant(&r))
+            .transpose()?,
+    }
+    .map(|(t, _)| t))
+}
+
+pub(super) async fn list(store: &Store) -> Result<Vec<Tenant>> {
+    let sql = format!("SELECT {COLUMNS} FROM tenants t ORDER BY t.name, t.id");
+    let rows: Vec<(Tenant, i64)> = match store {
+        Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(pg_tenant)
+            .collect::<Result<_>>()?,
+        Store::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(lite_tenant)
+            .collect::<Result<_>>()?,
+    };
+    Ok(rows.into_iter().map(|(t, _)| t).collect())
+}
+
+pub(super) async fn due(
+    store: &Store,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<(Tenant, i64)>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tenants t
+         WHERE NOT t.paused AND t.next_run_at IS NOT NULL AND t.next_run_at <= $1
+         ORDER BY t.next_run_at LIMIT $2"
+    );
+    Ok(match store {
+        Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(pg_tenant)
+            .collect::<Result<_>>()?,
+        Store::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sqlite_ts(now))
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .iter()
+            .map(lite_tenant)
+            .collect::<Result<_>>()?,
+    })
+}
+
+/// `next`: `Some((jitter, next_run_at))` to reschedule.
+pub(super) async fn update(
+    store: &Store,
+    id: &str,
+    s: &Settings,
+    sealed: Option<&Sealed>,
+    next: Option<(i64, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+    audit: Option<(&Actor, &Change<'_>)>,
+) -> Result<bool> {
+    const TENANT: &str = "UPDATE tenants SET name = $2, api_url = $3, client_id = $4,
+            rate_limit_requests = $5, rate_limit_window_ms = $6, page_size = $7,
+            schedule = $8, time_zone = $9, paused = $10, updated_at = $11
+        WHERE id = $1";
+    const NEXT: &str = "UPDATE tenants SET jitter_ms = $2, next_run_at = $3 WHERE id = $1";
+    const SECRET: &str = "UPDATE tenant_secrets SET key_id = $2, wrapped_key = $3, email = $4,
+            password = $5, updated_at = $6 WHERE tenant_id = $1";
+    let zone = s
+        .schedule
+        .as_ref()
+        .map_or_else(|| "UTC".to_owned(), |sc| sc.zone_name());
+    write_tx!(store, |tx, t, rec| {
+        let done = sqlx::query(TENANT)
+            .bind(id)
+            .bind(&s.name)
+            .bind(&s.api_url)
+            .bind(&s.client_id)
+            .bind(i64::from(s.limit.requests))
+            .bind(s.limit.window.as_millis() as i64)
+            .bind(s.page_size as i64)
+            .bind(s.schedule.as_ref().map(|sc| sc.cron().to_owned()))
+            .bind(&zone)
+            .bind(s.paused)
+            .bind(t(now))
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            if let Some((jitter, next)) = next {
+                sqlx::query(NEXT)
+                    .bind(id)
+                    .bind(jitter)
+                    .bind(next.map(t))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(sealed) = sealed {
+                sqlx::query(SECRET)
+                    .bind(id)
+                    .bind(&sealed.key_id)
+                    .bind(&sealed.wrapped_key)
+                    .bind(&sealed.email)
+                    .bind(&sealed.password)
+                    .bind(t(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some((actor, change)) = audit {
+                rec(&mut tx, actor, change).await?;
+            }
+        }
+        Ok::<_, ServiceError>(done.rows_affected() == 1)
+    })
+}
+
+pub(super) async fn delete(
+    store: &Store,
+    id: &str,
+    audit: Option<(&Actor, &Change<'_>)>,
+) -> Result<bool> {
+    // Children first (dead_letters and run_warnings reference sync_runs).
+    const DATA: [&str; 7] = [
+        "DELETE FROM run_warnings WHERE run_id IN (SELECT id FROM sync_runs WHERE tenant_id = $1)",
+        "DELETE FROM dead_letters WHERE tenant_id = $1",
+        "DELETE FROM listing_seen WHERE run_id IN (SELECT id FROM sync_runs WHERE tenant_id = $1)",
+        "DELETE FROM campaign_metrics WHERE tenant_id = $1",
+        "DELETE FROM campaigns WHERE tenant_id = $1",
+        "DELETE FROM sync_runs WHERE tenant_id = $1",
+        "DELETE FROM api_keys WHERE tenant_id = $1",
+    ];
+    write_tx!(store, |tx, t, rec| {
+        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            for sql in DATA {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM tenant_secrets WHERE tenant_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if let Some((actor, change)) = audit {
+                rec(&mut tx, actor, change).await?;
+            }
+        }
+        Ok::<_, ServiceError>(done.rows_affected() == 1)
+    })
+}
+
+const SEALED: &str =
+    "SELECT key_id, wrapped_key, email, password FROM tenant_secrets WHERE tenant_id = $1";
+
+pub(super) async fn sealed(store: &Store, id: &str) -> Result<Option<Sealed>> {
+    fn from<'r, R>(r: &'r R) -> Result<Sealed>
+    where
+        R: Row,
+        &'r str: sqlx::ColumnIndex<R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(Sealed {
+            key_id: r.try_get("key_id")?,
+            wrapped_key: r.try_get("wrapped_key")?,
+            email: r.try_get("email")?,
+            password: r.try_get("password")?,
+        })
+    }
+    Ok(match store {
+        Store::Postgres(p) => sqlx::query(SEALED)
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| from(&r))
+            .transpose()?,
+        Store::Sqlite(p) => sqlx::query(SEALED)
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .map(|r| from(&r))
+            .transpose()?,
+    })
+}
+
+pub(super) async fn ids_with_secrets(store: &Store) -> Result<Vec<String>> {
+    const SQL: &str = "SELECT tenant_id FROM tenant_secrets ORDER BY tenant_id";
+    Ok(match store {
+        Store::Postgres(p) => sqlx::query_scalar(SQL).fetch_all(p).await?,
+        Store::Sqlite(p) => sqlx::query_scalar(SQL).fetch_all(p).await?,
+    })
+}
+
+/// Replaces a tenant's sealed secrets if they are still wrapped by `old_key` (a concurrent
+/// credential change wins).
+pub(super) async fn replace_sealed(
+    store: &Store,
+    id: &str,
+    old_key: &str,
+    new: &Sealed,
+) -> Result<bool> {
+    const SQL: &str = "UPDATE tenant_secrets SET key_id = $3, wrapped_key = $4
+        WHERE tenant_id = $1 AND key_id = $2";
+    let done = match store {
+        Store::Postgres(p) => sqlx::query(SQL)
+            .bind(id)
+            .bind(old_key)
+            .bind(&new.key_id)
+            .bind(&new.wrapped_key)
+            .execute(p)
+            .await?
+            .rows_affected(),
+        Store::Sqlite(p) => sqlx::query(SQL)
+            .bind(id)
+            .bind(old_key)
+            .bind(&new.key_id)
+            .bind(&new.wrapped_key)
+            .execute(p)
+            .await?
+            .rows_affected(),
+    };
+    Ok(done == 1)
+}
+
+pub(super) async fn fire_tick(
+    store: &Store,
+    tenant: &Tenant,
+    expected: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<Enqueued>> {
+    const CAS: &str = "UPDATE tenants SET next_run_at = $3, last_tick_at = $4
+        WHERE id = $1 AND next_run_at = $2 AND NOT paused";
+    const SKIPPED: &str = "UPDATE tenants SET ticks_skipped = ticks_skipped + 1 WHERE id = $1";
+    let req = RunRequest {
+        tenant: &tenant.id,
+        page_size: tenant.page_size,
+        platform: &tenant.api_url,
+        requested_by: "schedule",
+    };
+    match store {
+        Store::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            let won = sqlx::query(CAS)
+                .bind(&tenant.id)
+                .bind(expected)
+                .bind(next)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if won.rows_affected() != 1 {
+                return Ok(None);
+            }
+            let outcome = queue::pg::enqueue_in(&mut tx, &req).await?;
+            if matches!(outcome, Enqueued::AlreadyActive(_)) {
+                sqlx::query(SKIPPED).bind(&tenant.id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(Some(outcome))
+        }
+        Store::Sqlite(p) => {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            let won = sqlx::query(CAS)
+                .bind(&tenant.id)
+                .bind(sqlite_ts(expected))
+                .bind(next.map(sqlite_ts))
+                .bind(sqlite_ts(now))
+                .execute(&mut *tx)
+                .await?;
+            if won.rows_affected() != 1 {
+                return Ok(None);
+            }
+            let outcome = queue::sqlite::enqueue_in(&mut tx, &req).await?;
+            if matches!(outcome, Enqueued::AlreadyActive(_)) {
+                sqlx::query(SKIPPED).bind(&tenant.id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(Some(outcome))
+        }
+    }
+}
