@@ -8,9 +8,12 @@ pub mod audit;
 pub mod budget;
 mod error;
 pub mod queue;
+pub mod reads;
 pub mod schedule;
+pub mod scheduler;
 pub mod tenants;
 pub mod vault;
+pub mod worker;
 
 pub use error::{Result, ServiceError};
 

@@ -148,7 +148,13 @@ pub(super) async fn claim(
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("tenant_id")?, r.try_get("lease_epoch")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                r.try_get("tenant_id")?,
+                r.try_get("lease_epoch")?,
+            ))
+        })
         .collect()
 }
 
@@ -189,7 +195,11 @@ pub(super) async fn settle(pool: &PgPool, lease: &Lease, how: Settle) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
-pub(super) async fn cancel(pool: &PgPool, run: RunId, actor: Option<&Actor>) -> Result<CancelOutcome> {
+pub(super) async fn cancel(
+    pool: &PgPool,
+    run: RunId,
+    actor: Option<&Actor>,
+) -> Result<CancelOutcome> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query("SELECT tenant_id, status FROM sync_runs WHERE id = $1 FOR UPDATE")
         .bind(run)

@@ -126,7 +126,9 @@ impl Settings {
         if self.paused {
             return None;
         }
-        self.schedule.as_ref().and_then(|s| s.next_after(after, jitter_ms))
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.next_after(after, jitter_ms))
     }
 }
 
@@ -250,7 +252,12 @@ impl Tenants {
 
     /// Changes a tenant (validated first). A new schedule or time zone, or a resume,
     /// recomputes the next run.
-    pub async fn update(&self, id: &str, patch: TenantPatch, actor: Option<&Actor>) -> Result<Tenant> {
+    pub async fn update(
+        &self,
+        id: &str,
+        patch: TenantPatch,
+        actor: Option<&Actor>,
+    ) -> Result<Tenant> {
         let current = self.get(id).await?;
         let mut fields = serde_json::Map::new();
         let name = match &patch.name {
@@ -301,7 +308,10 @@ impl Tenants {
             }
             None => current.schedule.clone(),
         };
-        let schedule = cron.as_deref().map(|c| Schedule::parse(c, &zone)).transpose()?;
+        let schedule = cron
+            .as_deref()
+            .map(|c| Schedule::parse(c, &zone))
+            .transpose()?;
         let paused = patch.paused.unwrap_or(current.paused);
         if let Some(p) = patch.paused {
             fields.insert("paused".into(), p.into());

@@ -14,7 +14,8 @@ use crate::{
     vault::Sealed,
 };
 
-const COLUMNS: &str = "t.id, t.name, t.api_url, t.client_id, t.rate_limit_requests,
+const COLUMNS: &str = "t.id, t.name, t.api_url, t.client_id,
+    CAST(t.rate_limit_requests AS BIGINT) AS rate_limit_requests,
     t.rate_limit_window_ms, t.page_size, t.schedule, t.time_zone, t.paused, t.next_run_at,
     t.last_tick_at, t.ticks_skipped, t.created_at, t.updated_at, t.jitter_ms,
     EXISTS (SELECT 1 FROM tenant_secrets s WHERE s.tenant_id = t.id) AS has_credentials";
@@ -438,7 +439,10 @@ pub(super) async fn fire_tick(
             }
             let outcome = queue::pg::enqueue_in(&mut tx, &req).await?;
             if matches!(outcome, Enqueued::AlreadyActive(_)) {
-                sqlx::query(SKIPPED).bind(&tenant.id).execute(&mut *tx).await?;
+                sqlx::query(SKIPPED)
+                    .bind(&tenant.id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(Some(outcome))
@@ -457,7 +461,10 @@ pub(super) async fn fire_tick(
             }
             let outcome = queue::sqlite::enqueue_in(&mut tx, &req).await?;
             if matches!(outcome, Enqueued::AlreadyActive(_)) {
-                sqlx::query(SKIPPED).bind(&tenant.id).execute(&mut *tx).await?;
+                sqlx::query(SKIPPED)
+                    .bind(&tenant.id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(Some(outcome))

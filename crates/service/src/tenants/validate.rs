@@ -32,7 +32,9 @@ pub fn normalize_api_url(text: &str) -> Result<String> {
         return Err(bad("has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("must not carry credentials (give them in \"credentials\")"));
+        return Err(bad(
+            "must not carry credentials (give them in \"credentials\")",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("must not have a query or fragment"));

@@ -1,0 +1,374 @@
+//! A worker: claims queued runs (up to `slots` at once), runs each with the sync engine
+//! under the lease the claim granted, and settles how it ended: requeued after a shutdown or
+//! an outage (with a backoff), cancelled when asked. It also reaps runs whose lease ran out
+//! (their worker died), and checks for cancellation requests. Any number of workers on any
+//! number of machines share one PostgreSQL.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use adsync_client::{AdClient, ClientConfig, RetryPolicy, SharedBudget, SlidingWindowLimiter};
+use adsync_domain::RateLimit;
+use adsync_store::{RunId, RunStatus, StopReason};
+use adsync_sync::{BreakerConfig, SyncConfig, SyncEngine};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::{
+    Result, Service, ServiceError,
+    budget::{BudgetKey, DbBudget},
+    queue::{Claimed, Settle, platform_backoff},
+    tenants::Tenant,
+};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs at once (each is a few async tasks; the rate limit, not the CPU, paces them).
+    pub slots: usize,
+    /// The lease of a claimed run: a worker that dies holding it delays the run this long.
+    pub lease_ttl: Duration,
+    /// How often an idle worker looks for queued runs.
+    pub poll: Duration,
+    /// Who this worker is (`host:pid`), recorded as the run's owner.
+    pub owner: String,
+    /// Spend each client id's rate budget in the database (shared with every worker and
+    /// tenant using it). Off only for a single process alone with its database.
+    pub shared_budgets: bool,
+    /// After a shutdown request, how long runs get to checkpoint.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            slots: 4,
+            lease_ttl: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
+            owner: adsync_sync::this_process(),
+            shared_budgets: true,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Limiters and budgets of this process, one per (platform, client id): tenants sharing a
+/// client id share them, as the platform counts them together.
+#[derive(Default, Debug)]
+struct Pacers {
+    by_key: Mutex<
+        HashMap<(String, String), (RateLimit, Arc<SlidingWindowLimiter>, Option<Arc<DbBudget>>)>,
+    >,
+}
+
+impl Pacers {
+    fn get(
+        &self,
+        service: &Service,
+        url: &Url,
+        client_id: &str,
+        limit: RateLimit,
+        shared: bool,
+    ) -> (Arc<SlidingWindowLimiter>, Option<Arc<DbBudget>>) {
+        let key = (url.as_str().to_owned(), client_id.to_owned());
+        let mut map = self.by_key.lock().expect("pacers lock");
+        if let Some((l, limiter, budget)) = map.get(&key)
+            && *l == limit
+        {
+            return (limiter.clone(), budget.clone());
+        }
+        let limiter = Arc::new(SlidingWindowLimiter::new(limit));
+        let budget = shared.then(|| {
+            Arc::new(DbBudget::new(
+                service.store.clone(),
+                BudgetKey::new(url, client_id),
+                limit,
+                limiter.clone(),
+            ))
+        });
+        map.insert(key, (limit, limiter.clone(), budget.clone()));
+        (limiter, budget)
+    }
+}
+
+/// A worker over a [`Service`].
+#[derive(Debug, Clone)]
+pub struct Worker {
+    service: Service,
+    config: WorkerConfig,
+    pacers: Arc<Pacers>,
+}
+
+/// A run in progress here.
+struct Active {
+    cancel: CancellationToken,
+    cancel_requested: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Worker {
+    /// A worker for `service`.
+    pub fn new(service: Service, config: WorkerConfig) -> Self {
+        Self {
+            service,
+            config,
+            pacers: Arc::default(),
+        }
+    }
+
+    /// Claims and runs until `shutdown`; then stops its runs (each checkpointed and
+    /// requeued for another worker) within the grace period and returns.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let active: Arc<Mutex<HashMap<RunId, Active>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let reap_every = (self.config.lease_ttl / 2).max(Duration::from_millis(100));
+        let mut next_reap = tokio::time::Instant::now();
+        let mut failures = 0u32;
+        tracing::info!(owner = %self.config.owner, slots = self.config.slots, "worker started");
+        loop {
+            // Runs that ended.
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a run task panicked");
+                }
+            }
+            let step = async {
+                if tokio::time::Instant::now() >= next_reap {
+                    next_reap = tokio::time::Instant::now() + reap_every;
+                    let reaped = self.service.queue.reap().await?;
+                    if !reaped.is_empty() {
+                        metrics::counter!("adsync_lease_takeovers_total")
+                            .increment(reaped.len() as u64);
+                        tracing::warn!(runs = ?reaped, "requeued runs whose lease ran out");
+                    }
+                }
+                self.check_cancellations(&active).await?;
+                let free = self.config.slots.saturating_sub(tasks.len());
+                let claimed = self
+                    .service
+                    .queue
+                    .claim(&self.config.owner, self.config.lease_ttl, free)
+                    .await?;
+                Ok::<_, ServiceError>(claimed)
+            };
+            match step.await {
+                Ok(claimed) => {
+                    failures = 0;
+                    for c in claimed {
+                        let token = shutdown.child_token();
+                        let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        active.lock().expect("active lock").insert(
+                            c.run.id,
+                            Active {
+                                cancel: token.clone(),
+                                cancel_requested: requested.clone(),
+                            },
+                        );
+                        let this = self.clone();
+                        let active = active.clone();
+                        tasks.spawn(async move {
+                            let id = c.run.id;
+                            this.execute(c, token, requested).await;
+                            active.lock().expect("active lock").remove(&id);
+                        });
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let level_error = failures == 1 || failures % 30 == 0;
+                    if level_error {
+                        tracing::error!(error = %e, "worker: the queue is unreachable; retrying");
+                    }
+                }
+            }
+            let idle = if tasks.len() >= self.config.slots {
+                self.config.poll
+            } else {
+                self.config.poll.min(Duration::from_millis(250))
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(idle) => {}
+            }
+        }
+        tracing::info!(
+            runs = tasks.len(),
+            "worker stopping: checkpointing its runs"
+        );
+        let deadline = self.config.shutdown_grace + Duration::from_secs(5);
+        if tokio::time::timeout(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("runs did not stop within the grace period; their leases will run out");
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+
+    async fn check_cancellations(&self, active: &Mutex<HashMap<RunId, Active>>) -> Result<()> {
+        let ids: Vec<RunId> = active
+            .lock()
+            .expect("active lock")
+            .keys()
+            .copied()
+            .collect();
+        for id in self.service.queue.cancel_requested(&ids).await? {
+            if let Some(a) = active.lock().expect("active lock").get(&id) {
+                a.cancel_requested
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                a.cancel.cancel();
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one claimed run to its end and settles it.
+    async fn execute(
+        &self,
+        claimed: Claimed,
+        cancel: CancellationToken,
+        cancel_requested: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let Claimed { run, lease } = claimed;
+        let id = run.id;
+        if run.attempts > 1 {
+            metrics::counter!("adsync_run_resumes_total").increment(1);
+        }
+        let engine = match self.engine_for(&run.tenant_id, run.page_size).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::error!(run = id, error = %e, "cannot prepare the run");
+                let end = adsync_store::RunEnd {
+                    ending: if e.is_transient() {
+                        adsync_store::RunEnding::Stopped(StopReason::DatabaseDown)
+                    } else {
+                        adsync_store::RunEnding::Failed
+                    },
+                    error: Some(e.to_string()),
+                    client: Default::default(),
+                    active_seconds: 0.0,
+                    throttled_seconds: 0.0,
+                    floor_seconds: None,
+                    at: chrono::Utc::now(),
+                };
+                if self.service.store.finish_run(&lease, &end).await.is_ok() && e.is_transient() {
+                    let _ = self
+                        .service
+                        .queue
+                        .settle(
+                            &lease,
+                            Settle::Requeue {
+                                after: platform_backoff(run.attempts),
+                            },
+                        )
+                        .await;
+                }
+                return;
+            }
+        };
+        let attempts = run.attempts;
+        let report = match engine.run_claimed(run, lease.clone(), cancel).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(run = id, error = %e, "run could not start");
+                return;
+            }
+        };
+        metrics::counter!("adsync_runs_total", "outcome" => format!("{:?}", report.outcome).to_lowercase())
+            .increment(1);
+        metrics::counter!("adsync_campaigns_synced_total")
+            .increment(report.counters.campaigns_synced.max(0) as u64);
+        metrics::histogram!("adsync_run_duration_seconds").record(report.duration.as_secs_f64());
+        let requested = cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
+        let settle = match (
+            report.status,
+            self.service
+                .store
+                .run(id)
+                .await
+                .ok()
+                .and_then(|r| r.stop_reason),
+        ) {
+            (RunStatus::Interrupted, Some(StopReason::Cancelled)) if requested => {
+                Some(Settle::Cancel)
+            }
+            (RunStatus::Interrupted, Some(StopReason::Cancelled)) => Some(Settle::Requeue {
+                after: Duration::ZERO,
+            }),
+            (RunStatus::Interrupted, Some(StopReason::PlatformDown | StopReason::DatabaseDown)) => {
+                Some(Settle::Requeue {
+                    after: platform_backoff(attempts),
+                })
+            }
+            _ => None,
+        };
+        if let Some(how) = settle {
+            match self.service.queue.settle(&lease, how).await {
+                Ok(true) => tracing::info!(run = id, ?how, "run settled"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(run = id, error = %e, "could not settle the run; the reaper will")
+                }
+            }
+        }
+        tracing::info!(
+            run = id,
+            status = %report.status,
+            synced = report.counters.campaigns_synced,
+            duration_s = report.duration.as_secs_f64(),
+            ratio = report.floor_ratio,
+            "run ended"
+        );
+    }
+
+    /// An engine for the tenant: its credentials opened, its client paced by the limiter
+    /// and budget of its (platform, client id).
+    async fn engine_for(&self, tenant_id: &str, page_size: u64) -> Result<SyncEngine> {
+        let tenant: Tenant = self.service.tenants.get(tenant_id).await?;
+        let creds = self.service.tenants.credentials(tenant_id).await?;
+        let url = Url::parse(&format!("{}/", tenant.api_url))
+            .map_err(|e| ServiceError::Invalid(format!("tenant {tenant_id} api_url: {e}")))?;
+        let limit = tenant.limit();
+        // Delays scale with the window: a platform (or simulator) with 1 s windows retries
+        // and cools down sixty times faster than one with 60 s windows.
+        let scale = (Duration::from_secs(60).as_secs_f64() / limit.window.as_secs_f64()).max(1.0);
+        let (limiter, budget) = self.pacers.get(
+            &self.service,
+            &url,
+            &tenant.client_id,
+            limit,
+            self.config.shared_budgets,
+        );
+        let mut config = ClientConfig::new(
+            url,
+            adsync_client::Credentials {
+                email: creds.email.clone(),
+                password: creds.password.clone(),
+            },
+        );
+        config.client_id = tenant.client_id.clone();
+        config.rate_limit = limit;
+        config.retry = RetryPolicy::default().scaled(scale);
+        if let Some(budget) = budget {
+            config = config.with_shared_budget(budget as Arc<dyn SharedBudget>);
+        }
+        let client = AdClient::with_limiter(config, limiter)
+            .map_err(|e| ServiceError::Invalid(format!("tenant {tenant_id}: {e}")))?;
+        let sync = SyncConfig {
+            tenant: tenant.id.clone(),
+            platform: tenant.api_url.clone(),
+            page_size,
+            breaker: BreakerConfig::default().scaled(scale),
+            lease_ttl: self.config.lease_ttl,
+            shutdown_grace: self.config.shutdown_grace,
+            ..SyncConfig::default()
+        };
+        Ok(SyncEngine::new(client, self.service.store.clone(), sync))
+    }
+}

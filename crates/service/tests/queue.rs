@@ -1,0 +1,382 @@
+//! The run queue, black-box on both databases: one active run per tenant, claims that never
+//! hand a run to two workers, the reaper, fencing, cancellation, and the scheduler's ticks.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use adsync_service::{
+    queue::{CancelOutcome, Enqueued, RunRequest, Settle},
+    scheduler,
+};
+use adsync_store::{RunStatus, Store, StoreError};
+use common::*;
+
+on_both_databases!(
+    one_active_run_per_tenant_and_a_claim_goes_to_one_worker,
+    a_run_whose_lease_ran_out_is_reaped_and_its_old_holder_is_fenced_out,
+    cancel_queued_and_running_runs,
+    a_requeued_run_resumes_and_keeps_its_checkpoint,
+    missed_ticks_fold_into_one_run_and_a_tick_during_a_run_is_skipped,
+    paused_tenants_are_not_claimed_and_claims_are_fair,
+);
+
+fn request(tenant: &str) -> RunRequest<'_> {
+    RunRequest {
+        tenant,
+        page_size: 100,
+        platform: "http://platform.invalid",
+        requested_by: "test",
+    }
+}
+
+async fn one_active_run_per_tenant_and_a_claim_goes_to_one_worker(store: Store) {
+    let ring = keyring();
+    let a = service(&store, ring.clone()).await;
+    let b = service(&store, ring).await;
+    let t = tenant(&a, "acme", "http://platform.invalid", None, "10/60s", None).await;
+    let first = a.queue.enqueue(request(&t.id), None).await.unwrap();
+    let Enqueued::Queued(run) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        b.queue.enqueue(request(&t.id), None).await.unwrap(),
+        Enqueued::AlreadyActive(run)
+    );
+    // Two workers claim at the same moment: exactly one gets the run.
+    let (ca, cb) = tokio::join!(
+        a.queue.claim("worker-a", Duration::from_secs(60), 4),
+        b.queue.claim("worker-b", Duration::from_secs(60), 4)
+    );
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    assert_eq!(ca.len() + cb.len(), 1, "{ca:?} {cb:?}");
+    let claimed = ca.into_iter().chain(cb).next().unwrap();
+    assert_eq!(claimed.run.id, run);
+    assert_eq!(claimed.run.status, RunStatus::Running);
+    assert_eq!(claimed.run.attempts, 1);
+    assert_eq!(claimed.lease.epoch, 1);
+    // Still one active run: a running one counts.
+    assert_eq!(
+        a.queue.enqueue(request(&t.id), None).await.unwrap(),
+        Enqueued::AlreadyActive(run)
+    );
+    assert!(
+        a.queue
+            .claim("worker-c", Duration::from_secs(60), 4)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_run_whose_lease_ran_out_is_reaped_and_its_old_holder_is_fenced_out(store: Store) {
+    let s = service(&store, keyring()).await;
+    let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
+    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
+    let old = s
+        .queue
+        .claim("dead-worker", Duration::from_millis(200), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    // Nothing to reap while the lease holds.
+    assert!(s.queue.reap().await.unwrap().is_empty());
+    within_deadline(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.queue.reap().await.unwrap() == vec![run] {
+                break;
+            }
+        }
+    })
+    .await;
+    let requeued = s.store.run(run).await.unwrap();
+    assert_eq!(requeued.status, RunStatus::Queued);
+    let new = s
+        .queue
+        .claim("live-worker", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(new.run.id, run);
+    assert_eq!(new.lease.epoch, old.lease.epoch + 1);
+    assert_eq!(new.run.attempts, 2);
+    // The worker that lost its lease can write nothing.
+    let renewed = s.store.renew(&old.lease, Duration::from_secs(60)).await;
+    assert!(
+        matches!(renewed, Err(StoreError::LeaseLost { .. })),
+        "{renewed:?}"
+    );
+    s.store
+        .renew(&new.lease, Duration::from_secs(60))
+        .await
+        .unwrap();
+}
+
+async fn cancel_queued_and_running_runs(store: Store) {
+    let s = service(&store, keyring()).await;
+    let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
+    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
+    assert_eq!(
+        s.queue.cancel(run, None).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(s.store.run(run).await.unwrap().status, RunStatus::Cancelled);
+    assert_eq!(
+        s.queue.cancel(run, None).await.unwrap(),
+        CancelOutcome::AlreadyFinished(RunStatus::Cancelled)
+    );
+    // A cancelled run is over: the next request queues a new one.
+    let second = s.queue.enqueue(request(&t.id), None).await.unwrap();
+    assert!(
+        matches!(second, Enqueued::Queued(r) if r != run),
+        "{second:?}"
+    );
+    let claimed = s
+        .queue
+        .claim("w", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        s.queue
+            .cancel_requested(&[claimed.run.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.queue.cancel(claimed.run.id, None).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        s.queue.cancel_requested(&[claimed.run.id]).await.unwrap(),
+        vec![claimed.run.id]
+    );
+    let missing = s.queue.cancel(999_999, None).await;
+    assert!(missing.is_err());
+}
+
+async fn a_requeued_run_resumes_and_keeps_its_checkpoint(store: Store) {
+    use adsync_store::{RunEnd, RunEnding, StopReason};
+    let s = service(&store, keyring()).await;
+    let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
+    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
+    let c = s
+        .queue
+        .claim("w1", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let end = RunEnd {
+        ending: RunEnding::Stopped(StopReason::Cancelled),
+        error: Some("worker shutting down".into()),
+        client: Default::default(),
+        active_seconds: 1.0,
+        throttled_seconds: 0.0,
+        floor_seconds: None,
+        at: chrono::Utc::now(),
+    };
+    s.store.finish_run(&c.lease, &end).await.unwrap();
+    assert!(
+        s.queue
+            .settle(
+                &c.lease,
+                Settle::Requeue {
+                    after: Duration::ZERO
+                }
+            )
+            .await
+            .unwrap()
+    );
+    // Settling twice, or with a stale lease, does nothing.
+    assert!(
+        !s.queue
+            .settle(
+                &c.lease,
+                Settle::Requeue {
+                    after: Duration::ZERO
+                }
+            )
+            .await
+            .unwrap()
+    );
+    let again = s
+        .queue
+        .claim("w2", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(again.run.id, run);
+    assert_eq!(again.lease.epoch, c.lease.epoch + 1);
+    assert_eq!(again.run.resumes, 1);
+    // An interrupted run of the CLI kind is requeued, not replaced, by the next request.
+    s.store.finish_run(&again.lease, &end).await.unwrap();
+    assert_eq!(
+        s.queue.enqueue(request(&t.id), None).await.unwrap(),
+        Enqueued::Requeued(run)
+    );
+    // A run whose restart waits (the platform was down) is not claimed before its time.
+    let third = s
+        .queue
+        .claim("w3", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    s.store.finish_run(&third.lease, &end).await.unwrap();
+    s.queue
+        .settle(
+            &third.lease,
+            Settle::Requeue {
+                after: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        s.queue
+            .claim("w4", Duration::from_secs(60), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn missed_ticks_fold_into_one_run_and_a_tick_during_a_run_is_skipped(store: Store) {
+    let ring = keyring();
+    let a = service(&store, ring.clone()).await;
+    let b = service(&store, ring).await;
+    let t = tenant(
+        &a,
+        "acme",
+        "http://platform.invalid",
+        None,
+        "10/60s",
+        Some("* * * * * *"),
+    )
+    .await;
+    assert!(t.next_run_at.is_some());
+    // The scheduler was down for an hour: its tenant's next run is an hour late.
+    let late = chrono::Utc::now() - chrono::Duration::hours(1);
+    set_next_run(&store, &t.id, late).await;
+    // Two schedulers tick at once: one run, not one per missed tick nor one per scheduler.
+    let (ra, rb) = tokio::join!(scheduler::tick(&a), scheduler::tick(&b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.0 + rb.0, 1, "{ra:?} {rb:?}");
+    let runs = a.store.runs(&t.id, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Queued);
+    assert_eq!(runs[0].requested_by.as_deref(), Some("schedule"));
+    let after = a.tenants.get(&t.id).await.unwrap();
+    assert!(after.next_run_at.unwrap() > chrono::Utc::now() - chrono::Duration::seconds(2));
+    // The next tick comes while that run is still queued: skipped, counted, nothing queued.
+    set_next_run(
+        &store,
+        &t.id,
+        chrono::Utc::now() - chrono::Duration::seconds(1),
+    )
+    .await;
+    let (fired, skipped) = scheduler::tick(&a).await.unwrap();
+    assert_eq!((fired, skipped), (0, 1));
+    assert_eq!(a.store.runs(&t.id, 10).await.unwrap().len(), 1);
+    assert_eq!(a.tenants.get(&t.id).await.unwrap().ticks_skipped, 1);
+}
+
+async fn set_next_run(store: &Store, tenant: &str, at: chrono::DateTime<chrono::Utc>) {
+    let sql = "UPDATE tenants SET next_run_at = $2 WHERE id = $1";
+    match store {
+        Store::Postgres(p) => {
+            sqlx::query(sql)
+                .bind(tenant)
+                .bind(at)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        Store::Sqlite(p) => {
+            sqlx::query(sql)
+                .bind(tenant)
+                .bind(adsync_store::sqlite_ts(at))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn paused_tenants_are_not_claimed_and_claims_are_fair(store: Store) {
+    use adsync_service::tenants::TenantPatch;
+    let s = service(&store, keyring()).await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        let t = tenant(&s, name, "http://platform.invalid", None, "10/60s", None).await;
+        ids.push(t.id);
+    }
+    s.tenants
+        .update(
+            &ids[1],
+            TenantPatch {
+                paused: Some(true),
+                ..TenantPatch::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    for id in &ids {
+        s.queue.enqueue(request(id), None).await.unwrap();
+    }
+    let claimed = s
+        .queue
+        .claim("w", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    let mut got: Vec<_> = claimed.iter().map(|c| c.lease.tenant.clone()).collect();
+    got.sort();
+    let mut want = vec![ids[0].clone(), ids[2].clone()];
+    want.sort();
+    assert_eq!(got, want);
+    // Fairness: the tenant served least recently is claimed first.
+    for c in &claimed {
+        let end = adsync_store::RunEnd {
+            ending: adsync_store::RunEnding::Finished,
+            error: None,
+            client: Default::default(),
+            active_seconds: 0.0,
+            throttled_seconds: 0.0,
+            floor_seconds: None,
+            at: chrono::Utc::now(),
+        };
+        s.store.finish_run(&c.lease, &end).await.unwrap();
+    }
+    s.tenants
+        .update(
+            &ids[1],
+            TenantPatch {
+                paused: Some(false),
+                ..TenantPatch::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    for id in &ids {
+        s.queue.enqueue(request(id), None).await.unwrap();
+    }
+    let first = s
+        .queue
+        .claim("w", Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first[0].lease.tenant, ids[1],
+        "the never-served tenant goes first"
+    );
+}
