@@ -1,0 +1,242 @@
+//! Workers end to end against the simulator, on both databases: a queued run is synced by a
+//! worker; two tenants sharing a client id on two workers draw no 429; a worker shutting down
+//! hands its run to another, which resumes it without syncing a campaign twice.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use adsync_service::{
+    Service,
+    queue::RunRequest,
+    worker::{Worker, WorkerConfig},
+};
+use adsync_sim::{Profile, SimConfig, Simulator};
+use adsync_store::{RunId, RunStatus, Store};
+use common::*;
+use tokio_util::sync::CancellationToken;
+
+on_both_databases!(
+    a_queued_run_is_synced_by_a_worker_and_the_password_is_nowhere,
+    two_tenants_sharing_a_client_id_on_two_workers_draw_no_429,
+    a_worker_that_shuts_down_hands_its_run_to_another,
+);
+
+async fn sim(campaigns: usize, profile: Profile) -> Simulator {
+    Simulator::start_local(SimConfig {
+        campaigns,
+        time_scale: 60.0,
+        sync_delay: Duration::from_millis(600),
+        ..SimConfig::for_profile(profile)
+    })
+    .await
+    .unwrap()
+}
+
+fn worker(service: &Service, owner: &str) -> Worker {
+    Worker::new(
+        service.clone(),
+        WorkerConfig {
+            slots: 3,
+            lease_ttl: Duration::from_secs(3),
+            poll: Duration::from_millis(100),
+            owner: owner.into(),
+            shared_budgets: true,
+            shutdown_grace: Duration::from_secs(2),
+        },
+    )
+}
+
+async fn enqueue(service: &Service, tenant: &adsync_service::tenants::Tenant) -> RunId {
+    service
+        .queue
+        .enqueue(
+            RunRequest {
+                tenant: &tenant.id,
+                page_size: tenant.page_size,
+                platform: &tenant.api_url,
+                requested_by: "test",
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .run()
+}
+
+async fn until_final(store: &Store, run: RunId) -> adsync_store::RunRecord {
+    within_deadline(async {
+        loop {
+            let r = store.run(run).await.unwrap();
+            if r.status.is_final() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+/// Every text and byte value in the database, as text, to search for secrets.
+async fn everything(store: &Store) -> String {
+    let tables = [
+        "tenants",
+        "tenant_secrets",
+        "sync_runs",
+        "campaigns",
+        "dead_letters",
+        "run_warnings",
+        "audit_log",
+        "api_keys",
+        "rate_budgets",
+    ];
+    let mut all = String::new();
+    for t in tables {
+        let sql = format!("SELECT * FROM {t}");
+        match store {
+            Store::Postgres(p) => {
+                use sqlx::{Column, Row};
+                for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap() {
+                    for (i, c) in row.columns().iter().enumerate() {
+                        if let Ok(Some(v)) = row.try_get::<Option<String>, _>(i) {
+                            all.push_str(&v);
+                        } else if let Ok(Some(v)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                            all.push_str(&String::from_utf8_lossy(&v));
+                        }
+                        let _ = c;
+                    }
+                }
+            }
+            Store::Sqlite(p) => {
+                use sqlx::{Column, Row};
+                for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap() {
+                    for (i, c) in row.columns().iter().enumerate() {
+                        if let Ok(Some(v)) = row.try_get::<Option<String>, _>(i) {
+                            all.push_str(&v);
+                        } else if let Ok(Some(v)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                            all.push_str(&String::from_utf8_lossy(&v));
+                        }
+                        let _ = c;
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+async fn a_queued_run_is_synced_by_a_worker_and_the_password_is_nowhere(store: Store) {
+    let sim = sim(30, Profile::Reference).await;
+    let s = service(&store, keyring()).await;
+    let rate = sim.config().effective_rate_limit().to_string();
+    let t = tenant(&s, "acme", &sim.url(), None, &rate, None).await;
+    let run = enqueue(&s, &t).await;
+    let stop = CancellationToken::new();
+    let w = worker(&s, "w1");
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { w.run(stop).await }
+    });
+    let done = until_final(&store, run).await;
+    stop.cancel();
+    within_deadline(handle).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(done.counters.campaigns_synced, 30);
+    assert_eq!(done.owner.as_deref(), Some("w1"));
+    assert_eq!(store.campaign_count(&t.id).await.unwrap(), 30);
+    assert_eq!(sim.stats().rate_limited, 0);
+    let all = everything(&store).await;
+    assert!(!all.contains(adsync_sim::REFERENCE_PASSWORD), "password stored in clear");
+    assert!(!all.contains(adsync_sim::REFERENCE_EMAIL), "email stored in clear");
+}
+
+async fn two_tenants_sharing_a_client_id_on_two_workers_draw_no_429(store: Store) {
+    let sim = sim(40, Profile::Calm).await;
+    let ring = keyring();
+    let a = service(&store, ring.clone()).await;
+    let b = service(&store, ring).await;
+    let rate = sim.config().effective_rate_limit().to_string();
+    let ta = tenant(&a, "a", &sim.url(), Some("shared-client"), &rate, None).await;
+    let tb = tenant(&a, "b", &sim.url(), Some("shared-client"), &rate, None).await;
+    let (ra, rb) = (enqueue(&a, &ta).await, enqueue(&a, &tb).await);
+    let stop = CancellationToken::new();
+    // One run per worker: each worker is a process of its own with its own limiter.
+    let mut handles = Vec::new();
+    for (s, name) in [(&a, "wa"), (&b, "wb")] {
+        let mut w = WorkerConfig {
+            slots: 1,
+            lease_ttl: Duration::from_secs(3),
+            poll: Duration::from_millis(50),
+            owner: name.into(),
+            shared_budgets: true,
+            shutdown_grace: Duration::from_secs(2),
+        };
+        w.slots = 1;
+        let w = Worker::new(s.clone(), w);
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move { w.run(stop).await }));
+    }
+    let (da, db) = (until_final(&store, ra).await, until_final(&store, rb).await);
+    stop.cancel();
+    for h in handles {
+        within_deadline(h).await.unwrap().unwrap();
+    }
+    assert_eq!(da.status, RunStatus::Succeeded, "{:?}", da.error);
+    assert_eq!(db.status, RunStatus::Succeeded, "{:?}", db.error);
+    assert_ne!(da.owner, db.owner, "each worker took one run");
+    let stats = sim.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(stats.clients.len(), 1, "one client id: {:?}", stats.clients.keys());
+}
+
+async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {
+    let sim = sim(100, Profile::Calm).await;
+    let ring = keyring();
+    let a = service(&store, ring.clone()).await;
+    let b = service(&store, ring).await;
+    let rate = sim.config().effective_rate_limit().to_string();
+    let t = tenant(&a, "acme", &sim.url(), None, &rate, None).await;
+    let run = enqueue(&a, &t).await;
+    let stop_a = CancellationToken::new();
+    let wa = worker(&a, "wa");
+    let ha = tokio::spawn({
+        let stop = stop_a.clone();
+        async move { wa.run(stop).await }
+    });
+    // Let worker A sync part of the run, then shut it down.
+    within_deadline(async {
+        loop {
+            if sim.stats().syncs.len() >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    stop_a.cancel();
+    within_deadline(ha).await.unwrap().unwrap();
+    let handed = store.run(run).await.unwrap();
+    assert_eq!(handed.status, RunStatus::Queued, "{handed:?}");
+    let synced_by_a = sim.stats().syncs.len();
+    assert!(synced_by_a < 100);
+    let stop_b = CancellationToken::new();
+    let wb = worker(&b, "wb");
+    let hb = tokio::spawn({
+        let stop = stop_b.clone();
+        async move { wb.run(stop).await }
+    });
+    let done = until_final(&store, run).await;
+    stop_b.cancel();
+    within_deadline(hb).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(done.owner.as_deref(), Some("wb"));
+    assert_eq!(done.attempts, 2);
+    let stats = sim.stats();
+    assert_eq!(stats.syncs.len(), 100);
+    // A graceful hand-over loses nothing and repeats nothing: in-flight calls finished and
+    // were recorded before the run was requeued.
+    let repeated: Vec<_> = stats.syncs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "synced twice: {repeated:?}");
+    assert_eq!(store.campaign_count(&t.id).await.unwrap(), 100);
+}
