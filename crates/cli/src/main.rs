@@ -3,11 +3,14 @@
 
 mod bench;
 mod dead_letters;
+mod demo;
 mod exit;
+mod keys;
 mod logging;
 mod platform;
 mod progress_view;
 mod runs;
+mod serve;
 mod simulate;
 mod summary;
 mod sync;
@@ -44,6 +47,14 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Rerunnable benchmarks (sync speed against the rate-limit floor, store throughput).
     Bench(bench::BenchArgs),
+    /// The service: the REST API, the scheduler and embedded workers. `--demo` needs no
+    /// configuration (SQLite, built-in simulators, three demo tenants).
+    Serve(serve::ServeArgs),
+    /// Workers only: claim queued runs from the database and sync them. Run any number, on
+    /// any number of machines, against one PostgreSQL.
+    Worker(serve::WorkerArgs),
+    /// Master keys: `generate` one, `rotate` the tenants' credentials to a new one.
+    Keys(keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -128,6 +139,9 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Command::DeadLetters(args) => dead_letters::run(args).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Worker(args) => serve::worker(args).await,
+            Command::Keys(args) => keys::run(args).await,
         }
     })
 }

@@ -151,7 +151,7 @@ fn one_line_advice(e: &SyncError) -> String {
 
 /// First SIGINT/SIGTERM: stop taking work, finish in-flight calls, checkpoint. Second: quit
 /// at once (the database is consistent at every commit, so nothing stored is lost).
-async fn stop_on_signals(cancel: CancellationToken) {
+pub(crate) async fn stop_on_signals(cancel: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     for n in 0.. {

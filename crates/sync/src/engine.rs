@@ -186,6 +186,8 @@ pub(crate) struct RunCtx {
     pub stop: CancellationToken,
     /// Abandons in-flight calls once the grace period after `stop` is over.
     pub hard: CancellationToken,
+    /// Campaigns whose sync call succeeded, not yet recorded (see `syncing::flush_synced`).
+    pub synced: crate::syncing::SyncedBuffer,
 }
 
 /// Runs syncs for one tenant against one platform and one database.
@@ -241,7 +243,8 @@ impl SyncEngine {
         let client_before = self.client.stats();
         // Credentials first: a wrong password fails before anything is written.
         self.client.authenticate().await?;
-        let acquired = ownership::acquire(&self.store, &self.config, &cancel, &*self.notice).await?;
+        let acquired =
+            ownership::acquire(&self.store, &self.config, &cancel, &*self.notice).await?;
         self.run_acquired(acquired, cancel, started, client_before)
             .await
     }
@@ -311,6 +314,7 @@ impl SyncEngine {
             lease,
             stop: cancel.child_token(),
             hard: CancellationToken::new(),
+            synced: Default::default(),
         };
         let kept_because = Arc::new(Mutex::new(None));
         // Dies with this future, even when the caller drops it mid-run: a lease renewed by an
@@ -512,20 +516,29 @@ impl SyncEngine {
             }
             r
         };
+        let consumers_done = CancellationToken::new();
         let consumer = async {
             let r = self.sync_all(ctx, rx).await;
+            consumers_done.cancel();
             if r.is_err() {
                 ctx.stop.cancel();
             }
             r
         };
-        let (listed, synced) = tokio::join!(producer, consumer);
+        let recorder = async {
+            let r = self.flush_synced(ctx, &consumers_done).await;
+            if r.is_err() {
+                ctx.stop.cancel();
+            }
+            r
+        };
+        let (listed, synced, recorded) = tokio::join!(producer, consumer, recorder);
         drop(grace);
-        match (listed, synced) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(a), Err(b)) => Err(if b.weight() > a.weight() { b } else { a }),
-            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        }
+        [listed, synced, recorded]
+            .into_iter()
+            .filter_map(Result::err)
+            .max_by_key(Stop::weight)
+            .map_or(Ok(()), Err)
     }
 
     /// Waits until the circuit breaker lets a call through, unless the run is stopping.

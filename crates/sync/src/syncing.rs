@@ -1,20 +1,85 @@
 //! The consumers of a run: the per-campaign sync calls, with bounded concurrency sized to keep
-//! the rate limiter saturated, each success recorded at once (fenced by the lease).
+//! the rate limiter saturated. Successes are recorded in small batches (fenced by the lease):
+//! one transaction per success would cost a service running a thousand tenants ten thousand
+//! transactions a second; a batch waits at most [`FLUSH_DELAY`], so a process killed in that
+//! moment repeats at most that many (idempotent) sync calls when the run resumes.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use adsync_domain::CampaignId;
 use adsync_store::{NewDeadLetter, RunWarning, Stage};
 use chrono::Utc;
 use futures::{StreamExt, stream};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{Notify, mpsc},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{RunCtx, Stop, SyncEngine};
 
+/// How long a success may wait to be recorded with others.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(50);
+
+/// Successes not yet recorded.
+#[derive(Debug, Default)]
+pub(crate) struct SyncedBuffer {
+    ids: Mutex<Vec<String>>,
+    added: Notify,
+}
+
+impl SyncedBuffer {
+    fn push(&self, id: String) {
+        self.ids.lock().expect("synced buffer").push(id);
+        self.added.notify_one();
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.ids.lock().expect("synced buffer"))
+    }
+}
+
 impl SyncEngine {
+    /// Records successes in batches until the consumers are done, then records the rest.
+    pub(crate) async fn flush_synced(
+        &self,
+        ctx: &RunCtx,
+        consumers_done: &CancellationToken,
+    ) -> Result<(), Stop> {
+        loop {
+            let last = tokio::select! {
+                biased;
+                () = consumers_done.cancelled() => true,
+                () = ctx.synced.added.notified() => false,
+            };
+            if !last {
+                // Gather what else succeeds meanwhile.
+                tokio::select! {
+                    () = consumers_done.cancelled() => {}
+                    () = tokio::time::sleep(FLUSH_DELAY) => {}
+                }
+            }
+            let ids = ctx.synced.take();
+            if !ids.is_empty() {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.store
+                    .mark_synced(&ctx.lease, &refs, Utc::now())
+                    .await?;
+                metrics::counter!("adsync_sync_campaigns_synced_total").increment(ids.len() as u64);
+            }
+            if last {
+                // The consumers are done: nothing more can arrive.
+                return Ok(());
+            }
+        }
+    }
+
     /// Sync calls with bounded concurrency until the channel closes or the run stops.
     pub(crate) async fn sync_all(
         &self,
@@ -72,15 +137,12 @@ impl SyncEngine {
             match result {
                 Ok(_) => {
                     self.breaker.record_success();
-                    self.store
-                        .mark_synced(&ctx.lease, &[id.as_str()], Utc::now())
-                        .await?;
+                    tracing::debug!(campaign = %id, "campaign synced");
+                    ctx.synced.push(id);
                     let p = &self.progress;
                     p.synced.fetch_add(1, Ordering::Relaxed);
                     p.pending.fetch_sub(1, Ordering::Relaxed);
                     p.record_sync_latency(started.elapsed());
-                    metrics::counter!("adsync_sync_campaigns_synced_total").increment(1);
-                    tracing::debug!(campaign = %id, "campaign synced");
                     return Ok(());
                 }
                 Err(

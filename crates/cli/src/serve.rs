@@ -1,0 +1,145 @@
+//! `adsync serve` (the REST API, the scheduler and embedded workers) and `adsync worker`
+//! (workers only; any number, on any number of machines, against one PostgreSQL). Both stop
+//! gracefully on SIGINT/SIGTERM: runs are checkpointed and requeued, leases released.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use adsync_service::{
+    Service,
+    worker::{Worker, WorkerConfig},
+};
+use clap::Args;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::{demo, keys::KeyArgs, platform::DbArgs};
+
+/// What workers share between `serve` and `worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Runs this process works on at once (0: none, an API-only node).
+    #[arg(long, env = "ADSYNC_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// How long a run's lease lasts without renewal: a worker that dies (kill -9, machine
+    /// lost) delays its runs this long before another worker takes them over.
+    #[arg(long, env = "ADSYNC_LEASE_TIMEOUT", default_value = "30s", value_parser = crate::platform::positive_duration)]
+    pub lease_timeout: Duration,
+}
+
+impl WorkerArgs {
+    fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            slots: self.workers,
+            lease_ttl: self.lease_timeout,
+            ..WorkerConfig::default()
+        }
+    }
+}
+
+/// `adsync serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub work: WorkerArgs,
+    /// Port of the API (0 picks a free one and prints it).
+    #[arg(long, env = "ADSYNC_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "ADSYNC_HOST", default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// No configuration needed: a SQLite file (adsync-demo.db), the built-in simulator and
+    /// three demo tenants (reference, chaos, a tiny rate limit), synced every 30 s.
+    #[arg(long)]
+    pub demo: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub no_scheduler: bool,
+}
+
+/// The admin key from `ADSYNC_ADMIN_KEY` (never a flag: flags show up in `ps`).
+fn admin_key() -> Option<SecretString> {
+    std::env::var("ADSYNC_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| SecretString::from(k.trim().to_owned()))
+}
+
+/// Runs `adsync serve`.
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::sync::stop_on_signals(shutdown.clone()));
+    let mut admin = admin_key();
+    let demo = if args.demo {
+        let d = demo::prepare(&mut args.work.db).await?;
+        if admin.is_none() {
+            admin = Some(d.admin_key.clone());
+        }
+        Some(d)
+    } else {
+        None
+    };
+    let store = args.work.db.connect().await?;
+    let keyring = args.work.keys.require(&store, args.work.db.url())?;
+    let service = Service::new(store, keyring, admin.clone());
+    if admin.is_none() {
+        tracing::warn!(
+            "ADSYNC_ADMIN_KEY is not set: only tenant API keys can call the API, and none can be created without it"
+        );
+    }
+    if let Some(d) = &demo {
+        demo::seed(&service, d).await?;
+    }
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}; pick another --port"))?;
+    let bound = listener.local_addr()?;
+    println!(
+        "adsync API listening on http://{bound}/api/v1 (reference: http://{bound}/api/v1/docs)"
+    );
+    if let Some(d) = &demo {
+        demo::print_welcome(d, bound);
+    }
+    let router = adsync_server::app(service.clone());
+    let api = tokio::spawn(adsync_server::serve(listener, router, shutdown.clone()));
+    let scheduler = (!args.no_scheduler).then(|| {
+        tokio::spawn(adsync_service::scheduler::run(
+            service.clone(),
+            Duration::from_secs(1),
+            shutdown.clone(),
+        ))
+    });
+    let worker = (args.work.workers > 0).then(|| {
+        let worker = Worker::new(service.clone(), args.work.worker_config());
+        let token = shutdown.clone();
+        tokio::spawn(async move { worker.run(token).await })
+    });
+    shutdown.cancelled().await;
+    if let Some(w) = worker {
+        w.await??;
+    }
+    if let Some(s) = scheduler {
+        s.await?;
+    }
+    api.await??;
+    drop(demo);
+    service.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `adsync worker`.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::sync::stop_on_signals(shutdown.clone()));
+    let store = args.db.connect().await?;
+    let keyring = args.keys.require(&store, args.db.url())?;
+    let service = Service::new(store, keyring, None);
+    let worker = Worker::new(service.clone(), args.worker_config());
+    worker.run(shutdown).await?;
+    service.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
