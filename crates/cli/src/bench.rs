@@ -63,10 +63,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         writers: usize,
     },
+    /// Many tenants at once through the service (queue, worker, shared budgets, API under
+    /// load): time until every run ended against one tenant's floor, 429s, API latency,
+    /// peak RSS.
+    Service(crate::bench_service::ServiceBenchArgs),
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        BenchCommand::Service(args) => crate::bench_service::run(args).await,
         BenchCommand::Sync {
             campaigns,
             time_scale,
@@ -178,7 +183,7 @@ impl SyncBench {
 }
 
 /// The process's peak resident set size in KiB (`VmHWM`), on Linux.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()

@@ -2,6 +2,7 @@
 //! ([`exit`]); each subcommand lives in its own module.
 
 mod bench;
+mod bench_service;
 mod dead_letters;
 mod demo;
 mod exit;

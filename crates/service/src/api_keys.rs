@@ -116,7 +116,11 @@ pub async fn create(
         Store::Postgres(p) => {
             let mut tx = p.begin().await?;
             if let Some(t) = tenant
-                && sqlx::query(exists).bind(t).fetch_optional(&mut *tx).await?.is_none()
+                && sqlx::query(exists)
+                    .bind(t)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
             {
                 return Err(ServiceError::NotFound(format!("tenant {t}")));
             }
@@ -135,7 +139,11 @@ pub async fn create(
         Store::Sqlite(p) => {
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
             if let Some(t) = tenant
-                && sqlx::query(exists).bind(t).fetch_optional(&mut *tx).await?.is_none()
+                && sqlx::query(exists)
+                    .bind(t)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_none()
             {
                 return Err(ServiceError::NotFound(format!("tenant {t}")));
             }
@@ -184,8 +192,18 @@ pub async fn authenticate(
     const SQL: &str =
         "SELECT id, tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
     let row: Option<(String, Option<String>)> = match store {
-        Store::Postgres(p) => sqlx::query_as(SQL).bind(hash(key)).fetch_optional(p).await?,
-        Store::Sqlite(p) => sqlx::query_as(SQL).bind(hash(key)).fetch_optional(p).await?,
+        Store::Postgres(p) => {
+            sqlx::query_as(SQL)
+                .bind(hash(key))
+                .fetch_optional(p)
+                .await?
+        }
+        Store::Sqlite(p) => {
+            sqlx::query_as(SQL)
+                .bind(hash(key))
+                .fetch_optional(p)
+                .await?
+        }
     };
     Ok(row.map(|(id, tenant)| Principal {
         key_id: id,
@@ -209,13 +227,15 @@ pub async fn revoke(store: &Store, tenant: Option<&str>, id: &str, actor: &Actor
     let done = match store {
         Store::Postgres(p) => {
             let mut tx = p.begin().await?;
-            let n = sqlx::query(sqlx::AssertSqlSafe(SQL.replace("$2 IS NULL", "$2::text IS NULL")))
-                .bind(id)
-                .bind(tenant)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = sqlx::query(sqlx::AssertSqlSafe(
+                SQL.replace("$2 IS NULL", "$2::text IS NULL"),
+            ))
+            .bind(id)
+            .bind(tenant)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if n == 1 {
                 audit::record_pg(&mut tx, actor, &change).await?;
             }
@@ -246,21 +266,23 @@ pub async fn list(store: &Store, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
     const SQL: &str = "SELECT id, tenant_id, name, created_at, revoked_at FROM api_keys
         WHERE (tenant_id = $1 OR (tenant_id IS NULL AND $1 IS NULL)) ORDER BY created_at DESC";
     Ok(match store {
-        Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(SQL.replace("$1 IS NULL", "$1::text IS NULL")))
-            .bind(tenant)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(ApiKey {
-                    id: r.try_get("id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    name: r.try_get("name")?,
-                    created_at: r.try_get("created_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                })
+        Store::Postgres(p) => sqlx::query(sqlx::AssertSqlSafe(
+            SQL.replace("$1 IS NULL", "$1::text IS NULL"),
+        ))
+        .bind(tenant)
+        .fetch_all(p)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ApiKey {
+                id: r.try_get("id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                name: r.try_get("name")?,
+                created_at: r.try_get("created_at")?,
+                revoked_at: r.try_get("revoked_at")?,
             })
-            .collect::<Result<_>>()?,
+        })
+        .collect::<Result<_>>()?,
         Store::Sqlite(p) => sqlx::query(SQL)
             .bind(tenant)
             .fetch_all(p)

@@ -37,9 +37,7 @@ impl Schedule {
         // An expression that never fires (30 February) is refused now, not at the first tick.
         parsed
             .find_next_occurrence(&Utc::now().with_timezone(&zone), false)
-            .map_err(|_| {
-                ServiceError::Invalid(format!("schedule {cron:?} never fires"))
-            })?;
+            .map_err(|_| ServiceError::Invalid(format!("schedule {cron:?} never fires")))?;
         Ok(Schedule {
             text,
             cron: parsed,

@@ -35,14 +35,14 @@ use sqlx::{
 };
 
 pub use error::{StoreError, redact_url};
-/// SQLite's timestamp text (RFC 3339, UTC, microseconds) and its reader, for crates that keep
-/// their own tables in the same database (the service).
-pub use sqlite::{opt_ts as sqlite_opt_ts, ts as sqlite_ts};
 pub use model::{
     DeadLetter, Lease, ListingCursor, NewDeadLetter, PageBatch, PageOutcome, Resolution,
     RunCounters, RunEnd, RunEnding, RunRecord, RunStatus, RunWarning, Stage, StopReason,
     StoredCampaign, StoredWarning,
 };
+/// SQLite's timestamp text (RFC 3339, UTC, microseconds) and its reader, for crates that keep
+/// their own tables in the same database (the service).
+pub use sqlite::{opt_ts as sqlite_opt_ts, ts as sqlite_ts};
 
 /// Migrations, embedded in the binary and applied at connect.
 pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

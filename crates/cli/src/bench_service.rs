@@ -1,0 +1,331 @@
+//! `adsync bench service`: many tenants at once, as the service runs them. N tenants, each
+//! its own client id, against a simulator in a child process (so this process's memory and
+//! CPU are the service's alone); one worker with a slot per tenant; the REST API under a steady
+//! read load meanwhile. Reports how long until every run ended against one tenant's floor,
+//! the 429s the simulator counted, the API's latency percentiles, the shared-budget grants,
+//! and this process's peak RSS.
+
+use std::{
+    process::{ExitCode, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use adsync_service::{
+    Service,
+    queue::RunRequest,
+    tenants::NewTenant,
+    vault::{Credentials, Keyring, MasterKey},
+    worker::{Worker, WorkerConfig},
+};
+use adsync_store::{Store, StoreOptions};
+use clap::Args;
+use secrecy::SecretString;
+use tokio::{io::AsyncBufReadExt, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+/// `adsync bench service`.
+#[derive(Debug, Args)]
+pub struct ServiceBenchArgs {
+    /// Scratch database (PostgreSQL for the real figure). The bench adds tenants named
+    /// `bench-<pid>-<n>` and deletes nothing.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Tenants, each its own client id, all queued at once.
+    #[arg(long, default_value_t = 1000)]
+    tenants: usize,
+    /// Campaigns per tenant.
+    #[arg(long, default_value_t = 100)]
+    campaigns: usize,
+    /// Simulator time scale (60: the 10/60s window lasts one second).
+    #[arg(long, default_value_t = 60.0)]
+    time_scale: f64,
+    /// Simulator profile.
+    #[arg(long, default_value = "calm")]
+    profile: String,
+    /// API requests per second during the runs (GET tenant, runs, run).
+    #[arg(long, default_value_t = 100)]
+    api_rps: u32,
+    /// Database connections of the service.
+    #[arg(long, default_value_t = 32)]
+    pool: u32,
+    /// Spend each client id's budget in the database (the service's default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    shared_budgets: bool,
+}
+
+/// Starts `adsync simulate` as a child process and returns it with its URL.
+async fn simulator(args: &ServiceBenchArgs) -> anyhow::Result<(tokio::process::Child, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .args([
+            "-q",
+            "simulate",
+            "--port",
+            "0",
+            "--profile",
+            &args.profile,
+            "--campaigns",
+            &args.campaigns.to_string(),
+            "--time-scale",
+            &args.time_scale.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .map_err(|_| anyhow::anyhow!("the simulator did not start within 20 s"))??
+        .ok_or_else(|| anyhow::anyhow!("the simulator exited"))?;
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .ok_or_else(|| anyhow::anyhow!("unexpected simulator output: {line}"))?
+        .to_owned();
+    Ok((child, url))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the bench.
+pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
+    let (mut sim, sim_url) = simulator(&args).await?;
+    let store = Store::connect_with(
+        &args.database_url,
+        &StoreOptions {
+            max_connections: args.pool,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    let keyring = Arc::new(Keyring::new(MasterKey::generate(), Vec::new()));
+    let admin = format!("bench-admin-{}", std::process::id());
+    let service = Service::new(store.clone(), keyring, Some(SecretString::from(admin.clone())));
+    let stats_url = format!("{sim_url}/__sim/stats");
+    let http = reqwest::Client::new();
+    let stats_before: serde_json::Value = http.get(&stats_url).send().await?.json().await?;
+    let limit = adsync_domain::RateLimit::PLATFORM_DEFAULT.scaled(args.time_scale);
+
+    // Tenants.
+    let created = Instant::now();
+    let pid = std::process::id();
+    let mut tenants = Vec::with_capacity(args.tenants);
+    for n in 0..args.tenants {
+        let t = service
+            .tenants
+            .create(
+                NewTenant {
+                    name: format!("bench-{pid}-{n}"),
+                    api_url: sim_url.clone(),
+                    client_id: None,
+                    rate_limit: Some(limit.to_string()),
+                    page_size: Some(100),
+                    schedule: None,
+                    time_zone: None,
+                    paused: false,
+                    credentials: Credentials::new(
+                        adsync_sim::REFERENCE_EMAIL,
+                        SecretString::from(adsync_sim::REFERENCE_PASSWORD),
+                    ),
+                },
+                None,
+            )
+            .await?;
+        tenants.push(t);
+    }
+    eprintln!(
+        "{} tenants created in {:.1} s",
+        tenants.len(),
+        created.elapsed().as_secs_f64()
+    );
+
+    // The API, in this process, under load while the runs go.
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let api = tokio::spawn(adsync_server::serve(
+        listener,
+        adsync_server::app(service.clone()),
+        stop.clone(),
+    ));
+
+    // Queue every run, then let one worker with a slot per tenant take them.
+    let started = Instant::now();
+    let mut runs = Vec::with_capacity(tenants.len());
+    for t in &tenants {
+        let r = service
+            .queue
+            .enqueue(
+                RunRequest {
+                    tenant: &t.id,
+                    page_size: t.page_size,
+                    platform: &t.api_url,
+                    requested_by: "bench",
+                },
+                None,
+            )
+            .await?;
+        runs.push(r.run());
+    }
+    let queued_in = started.elapsed();
+    let worker = Worker::new(
+        service.clone(),
+        WorkerConfig {
+            slots: args.tenants,
+            poll: Duration::from_millis(50),
+            shared_budgets: args.shared_budgets,
+            ..WorkerConfig::default()
+        },
+    );
+    let worker_task = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await }
+    });
+    let load = tokio::spawn(api_load(
+        http.clone(),
+        api_url.clone(),
+        admin.clone(),
+        tenants.iter().map(|t| t.id.clone()).collect(),
+        runs.clone(),
+        args.api_rps,
+        stop.clone(),
+    ));
+
+    // Until every run ended.
+    let first = *runs.first().unwrap_or(&0);
+    let last = *runs.last().unwrap_or(&0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let ended = loop {
+        let open = open_runs(&store, first, last).await?;
+        if open == 0 {
+            break started.elapsed();
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{open} runs still open after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.cancel();
+    let latencies = load.await?;
+    worker_task.await??;
+    api.await??;
+
+    // Results.
+    let mut floor = 0.0f64;
+    let mut worst_ratio = 0.0f64;
+    let mut by_status = std::collections::BTreeMap::<String, usize>::new();
+    for id in &runs {
+        let r = store.run(*id).await?;
+        *by_status.entry(r.status.to_string()).or_default() += 1;
+        floor = floor.max(r.floor_seconds.unwrap_or(0.0));
+        worst_ratio = worst_ratio.max(r.floor_ratio().unwrap_or(0.0));
+    }
+    let stats: serde_json::Value = http.get(&stats_url).send().await?.json().await?;
+    let limited = stats["rate_limited"].as_u64().unwrap_or(0)
+        - stats_before["rate_limited"].as_u64().unwrap_or(0);
+    let mut sorted = latencies;
+    sorted.sort();
+    let rss = crate::bench::peak_rss().map_or("n/a".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0));
+    println!(
+        "| tenants | campaigns each | all runs ended | one tenant's floor | all / floor | worst run / floor | runs | 429s | API requests | API p50 | API p99 | peak RSS |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {} | {} | {:.2} s | {:.2} s | {:.3} | {:.3} | {} | {} | {} | {:.1} ms | {:.1} ms | {} |",
+        args.tenants,
+        args.campaigns,
+        ended.as_secs_f64(),
+        floor,
+        if floor > 0.0 { ended.as_secs_f64() / floor } else { 0.0 },
+        worst_ratio,
+        by_status
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        limited,
+        sorted.len(),
+        percentile(&sorted, 0.5).as_secs_f64() * 1e3,
+        percentile(&sorted, 0.99).as_secs_f64() * 1e3,
+        rss
+    );
+    eprintln!("queued {} runs in {:.2} s", runs.len(), queued_in.as_secs_f64());
+    let _ = sim.kill().await;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_runs(store: &Store, first: i64, last: i64) -> anyhow::Result<i64> {
+    const SQL: &str = "SELECT COUNT(*) FROM sync_runs
+        WHERE id BETWEEN $1 AND $2 AND status IN ('queued', 'running')";
+    Ok(match store {
+        Store::Postgres(p) => sqlx::query_scalar(SQL).bind(first).bind(last).fetch_one(p).await?,
+        Store::Sqlite(p) => sqlx::query_scalar(SQL).bind(first).bind(last).fetch_one(p).await?,
+    })
+}
+
+/// GETs at `rps` requests a second, round robin over a tenant, its runs and a run, until
+/// `stop`; returns each request's latency.
+async fn api_load(
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    tenants: Vec<String>,
+    runs: Vec<i64>,
+    rps: u32,
+    stop: CancellationToken,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    if rps == 0 || tenants.is_empty() {
+        return latencies;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rps)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut n = 0usize;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let url = match n % 3 {
+            0 => format!("{base}/api/v1/tenants/{}", tenants[n % tenants.len()]),
+            1 => format!("{base}/api/v1/tenants/{}/runs", tenants[n % tenants.len()]),
+            _ => format!("{base}/api/v1/runs/{}", runs[n % runs.len()]),
+        };
+        n += 1;
+        let (http, key, tx) = (http.clone(), key.clone(), tx.clone());
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = http
+                .get(url)
+                .bearer_auth(key)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            let _ = tx.send((ok, t.elapsed()));
+        });
+    }
+    drop(tx);
+    let mut failed = 0;
+    while let Some((ok, d)) = rx.recv().await {
+        if !ok {
+            failed += 1;
+        }
+        latencies.push(d);
+    }
+    if failed > 0 {
+        eprintln!("{failed} API requests failed");
+    }
+    latencies
+}
