@@ -1,5 +1,6 @@
-//! One authenticated, rate-limited call: token first, then the limiter's slot, stamped when
-//! the request really goes; a 401 costs one shared refresh, a 429 holds the client id.
+//! One authenticated, rate-limited call: token first, then the limiter's slot (and the shared
+//! budget's, when one is configured), stamped when the request really goes; a 401 costs one
+//! shared refresh, a 429 holds the client id (and every holder of its shared budget).
 
 use std::sync::Arc;
 
@@ -59,6 +60,9 @@ impl AdClient {
                         }
                         Err(Error::RateLimited { retry_after }) => {
                             inner.limiter.hold(retry_after, sent.at);
+                            if let Some(budget) = &inner.config.shared_budget {
+                                budget.hold(retry_after);
+                            }
                             tracing::warn!(
                                 retry_after_ms = ms(retry_after),
                                 "rate limited by the platform; holding every request of this client id"
@@ -80,6 +84,10 @@ impl AdClient {
     /// token comes first so that a refresh cannot delay the send past the slot's stamp; if
     /// the wait for the slot outlived the token, a fresh one is taken while the turn is kept
     /// (no stale token sent, no slot lost or counted twice).
+    ///
+    /// A shared budget is waited for while the turn is held, after the token (its slot is
+    /// meant to be used at once): local order and the local log still apply, the shared
+    /// budget has the last word. If it fails, the permit is dropped and no local slot is spent.
     async fn token_and_slot(&self) -> Result<(Arc<Token>, Sent)> {
         let inner = &self.inner;
         let token = inner.tokens.current().await?;
@@ -90,6 +98,9 @@ impl AdClient {
         } else {
             inner.tokens.current().await?
         };
+        if let Some(budget) = &inner.config.shared_budget {
+            budget.take().await?;
+        }
         let sent = permit.send().await;
         drop(throttled);
         Ok((token, sent))

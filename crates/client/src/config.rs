@@ -6,6 +6,8 @@ use adsync_domain::RateLimit;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::shared_budget::BudgetRef;
+
 /// The e-mail and password exchanged for tokens. The password is secret from the moment it
 /// is read; `Debug` shows `[REDACTED]`.
 #[derive(Clone)]
@@ -92,6 +94,10 @@ pub struct ClientConfig {
     /// body); a longer one is clamped to it, with a warning. `None`: three windows of
     /// [`ClientConfig::rate_limit`].
     pub max_retry_after: Option<Duration>,
+    /// The rate budget this client id shares with other processes and tenants, consulted
+    /// before every rate-limited send and told of every 429 ([`crate::SharedBudget`]).
+    /// `None` (the default): the limiter alone paces this client.
+    pub shared_budget: Option<BudgetRef>,
 }
 
 impl ClientConfig {
@@ -110,7 +116,15 @@ impl ClientConfig {
             token_refresh_margin: None,
             max_body_bytes: 32 * 1024 * 1024,
             max_retry_after: None,
+            shared_budget: None,
         }
+    }
+
+    /// The same configuration, spending `budget` (shared with every other holder of this
+    /// client id) on top of the limiter.
+    pub fn with_shared_budget(mut self, budget: BudgetRef) -> Self {
+        self.shared_budget = Some(budget);
+        self
     }
 
     /// The bounds on what the server controls, resolved.

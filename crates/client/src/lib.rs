@@ -8,6 +8,10 @@
 //! tracing span and `metrics` counters; credentials and tokens are secrets that no log line,
 //! error or `Debug` output shows.
 //!
+//! When several processes (or tenants) spend one client id, a [`SharedBudget`] set in
+//! [`ClientConfig::shared_budget`] is consulted before each rate-limited send, while the
+//! limiter's turn is held, and told of every 429.
+//!
 //! Nothing the server controls is trusted: bodies are capped ([`Error::TooLarge`]), a body of
 //! the wrong shape is a non-transient [`Error::Contract`] rather than an outage, waits it asks
 //! for and token lifetimes it announces are clamped, and no server-provided duration meets an
@@ -22,6 +26,7 @@ mod http;
 mod limiter;
 mod retry;
 mod retry_after;
+mod shared_budget;
 mod stats;
 mod token;
 
@@ -40,6 +45,7 @@ pub use config::{ClientConfig, Credentials, RetryPolicy};
 pub use error::{Error, Result};
 pub use failing::Failing;
 pub use limiter::{Permit, Sent, SlidingWindowLimiter};
+pub use shared_budget::{SharedBudget, TakeFuture};
 pub use stats::{ClientStats, StatsSnapshot};
 pub use token::{Token, TokenManager};
 
@@ -134,6 +140,12 @@ impl AdClient {
     /// The limiter this client paces itself with.
     pub fn limiter(&self) -> &Arc<SlidingWindowLimiter> {
         &self.inner.limiter
+    }
+
+    /// The rate budget shared with other processes, if one is configured
+    /// ([`ClientConfig::shared_budget`]).
+    pub fn shared_budget(&self) -> Option<&Arc<dyn SharedBudget>> {
+        self.inner.config.shared_budget.as_ref()
     }
 
     /// The token manager (to authenticate up front, or to inspect the token's generation).

@@ -1,0 +1,309 @@
+//! The `rate_budgets` SQL, PostgreSQL and SQLite. A grant is one transaction that holds the
+//! row: create it if missing, lock it (`FOR UPDATE`; SQLite: the whole database, by
+//! `BEGIN IMMEDIATE`), read the clock, plan, write the new log.
+
+use chrono::Utc;
+use sqlx::{PgPool, Row, SqlitePool};
+use tokio::time::Instant;
+
+use adsync_domain::RateLimit;
+use adsync_store::{StoreError, sqlite_ts};
+
+use super::{Ask, BudgetKey, BudgetRow, DbBudget, Granted, planner};
+
+/// PostgreSQL's clock now, in ms since the epoch (`clock_timestamp()`, not the transaction's
+/// start time: it is read after the lock is taken).
+const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+const PG_CLOCK: &str = "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+pub(super) async fn pg_grant(
+    pool: &PgPool,
+    key: &BudgetKey,
+    ask: Ask,
+    budget: &DbBudget,
+) -> Result<Granted, StoreError> {
+    let mut tx = pool.begin().await?;
+    let lock = "SELECT requests, window_ms, sends, hold_until_ms FROM rate_budgets
+                WHERE api_url = $1 AND client_id = $2 FOR UPDATE";
+    let existing = sqlx::query(lock)
+        .bind(key.api_url())
+        .bind(key.client_id())
+        .fetch_optional(&mut *tx)
+        .await?;
+    // The row exists but for a budget's first grant: lock it first, create it only if missing.
+    let row = match existing {
+        Some(row) => row,
+        None => {
+            sqlx::query(
+                "INSERT INTO rate_budgets (api_url, client_id, requests, window_ms, updated_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (api_url, client_id) DO NOTHING",
+            )
+            .bind(key.api_url())
+            .bind(key.client_id())
+            .bind(i64::from(ask.requests))
+            .bind(ask.window_ms)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(lock)
+                .bind(key.api_url())
+                .bind(key.client_id())
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
+    let stored = Stored {
+        requests: i64::from(row.try_get::<i32, _>("requests")?),
+        window_ms: row.try_get("window_ms")?,
+        sends: row.try_get("sends")?,
+        hold_until_ms: row.try_get("hold_until_ms")?,
+    };
+    // The clock is read once the row is locked: a wait for the lock must not age it.
+    let before = Instant::now();
+    let db_now_ms: i64 = sqlx::query_scalar(PG_CLOCK).fetch_one(&mut *tx).await?;
+    let local_now = before + before.elapsed() / 2;
+    let (plan, granted) = stored.plan(ask, db_now_ms, budget);
+    sqlx::query(
+        "UPDATE rate_budgets SET sends = $3, grants = grants + $4, updated_at = now()
+         WHERE api_url = $1 AND client_id = $2",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .bind(join(&plan.log))
+    .bind(granted)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Granted {
+        slots: plan.granted,
+        db_now_ms,
+        local_now,
+    })
+}
+
+pub(super) async fn sqlite_grant(
+    pool: &SqlitePool,
+    key: &BudgetKey,
+    ask: Ask,
+    budget: &DbBudget,
+) -> Result<Granted, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "INSERT INTO rate_budgets (api_url, client_id, requests, window_ms, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (api_url, client_id) DO NOTHING",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .bind(i64::from(ask.requests))
+    .bind(ask.window_ms)
+    .bind(sqlite_ts(Utc::now()))
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT requests, window_ms, sends, hold_until_ms FROM rate_budgets
+         WHERE api_url = ?1 AND client_id = ?2",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .fetch_one(&mut *tx)
+    .await?;
+    let stored = Stored {
+        requests: row.try_get("requests")?,
+        window_ms: row.try_get("window_ms")?,
+        sends: row.try_get("sends")?,
+        hold_until_ms: row.try_get("hold_until_ms")?,
+    };
+    // One machine: its clock is the budget's. Read under the write lock.
+    let local_now = Instant::now();
+    let db_now_ms = Utc::now().timestamp_millis();
+    let (plan, granted) = stored.plan(ask, db_now_ms, budget);
+    sqlx::query(
+        "UPDATE rate_budgets SET sends = ?3, grants = grants + ?4, updated_at = ?5
+         WHERE api_url = ?1 AND client_id = ?2",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .bind(join(&plan.log))
+    .bind(granted)
+    .bind(sqlite_ts(Utc::now()))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Granted {
+        slots: plan.granted,
+        db_now_ms,
+        local_now,
+    })
+}
+
+pub(super) async fn pg_hold(
+    pool: &PgPool,
+    key: &BudgetKey,
+    limit: RateLimit,
+    retry_ms: i64,
+) -> Result<i64, StoreError> {
+    let sql = format!(
+        "INSERT INTO rate_budgets
+             (api_url, client_id, requests, window_ms, hold_until_ms, rate_limited, updated_at)
+         VALUES ($1, $2, $3, $4, {PG_NOW_MS} + $5, 1, now())
+         ON CONFLICT (api_url, client_id) DO UPDATE SET
+             hold_until_ms = GREATEST(rate_budgets.hold_until_ms, EXCLUDED.hold_until_ms),
+             rate_limited = rate_budgets.rate_limited + 1,
+             updated_at = now()
+         RETURNING hold_until_ms"
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(key.api_url())
+        .bind(key.client_id())
+        .bind(i64::from(limit.requests.max(1)))
+        .bind(window_ms(limit))
+        .bind(retry_ms)
+        .fetch_one(pool)
+        .await?)
+}
+
+pub(super) async fn sqlite_hold(
+    pool: &SqlitePool,
+    key: &BudgetKey,
+    limit: RateLimit,
+    retry_ms: i64,
+) -> Result<i64, StoreError> {
+    let until = Utc::now().timestamp_millis().saturating_add(retry_ms);
+    Ok(sqlx::query_scalar(
+        "INSERT INTO rate_budgets
+             (api_url, client_id, requests, window_ms, hold_until_ms, rate_limited, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)
+         ON CONFLICT (api_url, client_id) DO UPDATE SET
+             hold_until_ms = MAX(rate_budgets.hold_until_ms, excluded.hold_until_ms),
+             rate_limited = rate_budgets.rate_limited + 1,
+             updated_at = excluded.updated_at
+         RETURNING hold_until_ms",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .bind(i64::from(limit.requests.max(1)))
+    .bind(window_ms(limit))
+    .bind(until)
+    .bind(sqlite_ts(Utc::now()))
+    .fetch_one(pool)
+    .await?)
+}
+
+/// `requests, window_ms, sends, hold_until_ms, rate_limited, grants, now_ms`.
+type RowTuple = (i64, i64, String, i64, i64, i64, i64);
+
+pub(super) async fn pg_row(
+    pool: &PgPool,
+    key: &BudgetKey,
+) -> Result<Option<BudgetRow>, StoreError> {
+    let sql = format!(
+        "SELECT requests::bigint, window_ms, sends, hold_until_ms, rate_limited, grants,
+                {PG_NOW_MS}
+         FROM rate_budgets WHERE api_url = $1 AND client_id = $2"
+    );
+    let row: Option<RowTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(key.api_url())
+        .bind(key.client_id())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(budget_row))
+}
+
+pub(super) async fn sqlite_row(
+    pool: &SqlitePool,
+    key: &BudgetKey,
+) -> Result<Option<BudgetRow>, StoreError> {
+    let row: Option<RowTuple> = sqlx::query_as(
+        "SELECT requests, window_ms, sends, hold_until_ms, rate_limited, grants, ?3
+         FROM rate_budgets WHERE api_url = ?1 AND client_id = ?2",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .bind(Utc::now().timestamp_millis())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(budget_row))
+}
+
+fn budget_row(
+    (requests, window_ms, sends, hold_until_ms, rate_limited, grants, now_ms): RowTuple,
+) -> BudgetRow {
+    BudgetRow {
+        requests: u32::try_from(requests).unwrap_or(0),
+        window_ms,
+        sends: parse(&sends).unwrap_or_default(),
+        hold_until_ms,
+        rate_limited,
+        grants,
+        now_ms,
+    }
+}
+
+/// The locked row, as read.
+struct Stored {
+    requests: i64,
+    window_ms: i64,
+    sends: String,
+    hold_until_ms: i64,
+}
+
+impl Stored {
+    /// Plans the grant: the stricter of the stored limit and ours, the log as stored (a log
+    /// that cannot be read counts as a full window from now, which is safe, and is replaced).
+    /// Returns the plan and the number of slots granted, for the `grants` column.
+    fn plan(&self, ask: Ask, db_now_ms: i64, budget: &DbBudget) -> (planner::Plan, i64) {
+        budget.row_limit(self.requests, self.window_ms);
+        let requests = u32::try_from(self.requests.clamp(1, i64::from(u32::MAX)))
+            .unwrap_or(1)
+            .min(ask.requests);
+        let log = parse(&self.sends).unwrap_or_else(|| {
+            tracing::warn!(
+                sends = %self.sends.chars().take(200).collect::<String>(),
+                "unreadable send log in rate_budgets; treating the window as full"
+            );
+            vec![db_now_ms; requests as usize]
+        });
+        let plan = planner::plan(&planner::PlanRequest {
+            log: &log,
+            now_ms: db_now_ms.saturating_add(ask.lead_ms),
+            requests,
+            window_ms: self.window_ms.max(ask.window_ms),
+            margin_ms: ask.margin_ms,
+            hold_until_ms: self.hold_until_ms,
+            want: ask.want.min(requests),
+            horizon_ms: ask.horizon_ms,
+        });
+        let granted = plan.granted.len() as i64;
+        (plan, granted)
+    }
+}
+
+/// The stored form of a log: ms, comma-separated.
+fn join(log: &[i64]) -> String {
+    log.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A stored log; `None` if any entry is not a number.
+fn parse(sends: &str) -> Option<Vec<i64>> {
+    if sends.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    sends.split(',').map(|t| t.trim().parse().ok()).collect()
+}
+
+fn window_ms(limit: RateLimit) -> i64 {
+    super::ms_ceil(limit.window).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_round_trips_through_its_text() {
+        assert_eq!(parse(&join(&[1, 20, 300])), Some(vec![1, 20, 300]));
+        assert_eq!(parse(""), Some(vec![]));
+        assert_eq!(parse("1,x"), None);
+    }
+}
