@@ -109,8 +109,14 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let keyring = Arc::new(Keyring::new(MasterKey::generate(), Vec::new()));
     let admin = format!("bench-admin-{}", std::process::id());
-    let service = Service::new(store.clone(), keyring, Some(SecretString::from(admin.clone())));
+    let service = Service::new(
+        store.clone(),
+        keyring,
+        Some(SecretString::from(admin.clone())),
+    );
     let stats_url = format!("{sim_url}/__sim/stats");
+    // The same TLS provider the platform client installs (reqwest is built without one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let stats_before: serde_json::Value = http.get(&stats_url).send().await?.json().await?;
     let limit = adsync_domain::RateLimit::PLATFORM_DEFAULT.scaled(args.time_scale);
@@ -234,18 +240,25 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
         - stats_before["rate_limited"].as_u64().unwrap_or(0);
     let mut sorted = latencies;
     sorted.sort();
-    let rss = crate::bench::peak_rss().map_or("n/a".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0));
+    let rss =
+        crate::bench::peak_rss().map_or("n/a".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0));
     println!(
         "| tenants | campaigns each | all runs ended | one tenant's floor | all / floor | worst run / floor | runs | 429s | API requests | API p50 | API p99 | peak RSS |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
     println!(
         "| {} | {} | {:.2} s | {:.2} s | {:.3} | {:.3} | {} | {} | {} | {:.1} ms | {:.1} ms | {} |",
         args.tenants,
         args.campaigns,
         ended.as_secs_f64(),
         floor,
-        if floor > 0.0 { ended.as_secs_f64() / floor } else { 0.0 },
+        if floor > 0.0 {
+            ended.as_secs_f64() / floor
+        } else {
+            0.0
+        },
         worst_ratio,
         by_status
             .iter()
@@ -258,7 +271,11 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
         percentile(&sorted, 0.99).as_secs_f64() * 1e3,
         rss
     );
-    eprintln!("queued {} runs in {:.2} s", runs.len(), queued_in.as_secs_f64());
+    eprintln!(
+        "queued {} runs in {:.2} s",
+        runs.len(),
+        queued_in.as_secs_f64()
+    );
     let _ = sim.kill().await;
     store.close().await;
     Ok(ExitCode::SUCCESS)
@@ -268,8 +285,20 @@ async fn open_runs(store: &Store, first: i64, last: i64) -> anyhow::Result<i64> 
     const SQL: &str = "SELECT COUNT(*) FROM sync_runs
         WHERE id BETWEEN $1 AND $2 AND status IN ('queued', 'running')";
     Ok(match store {
-        Store::Postgres(p) => sqlx::query_scalar(SQL).bind(first).bind(last).fetch_one(p).await?,
-        Store::Sqlite(p) => sqlx::query_scalar(SQL).bind(first).bind(last).fetch_one(p).await?,
+        Store::Postgres(p) => {
+            sqlx::query_scalar(SQL)
+                .bind(first)
+                .bind(last)
+                .fetch_one(p)
+                .await?
+        }
+        Store::Sqlite(p) => {
+            sqlx::query_scalar(SQL)
+                .bind(first)
+                .bind(last)
+                .fetch_one(p)
+                .await?
+        }
     })
 }
 

@@ -51,7 +51,7 @@ pub async fn run(service: Service, every: Duration, shutdown: CancellationToken)
             Ok(_) => failures = 0,
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 30 == 0 {
+                if failures == 1 || failures.is_multiple_of(30) {
                     tracing::error!(error = %e, "scheduler: cannot read or queue due runs; retrying");
                 }
             }

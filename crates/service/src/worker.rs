@@ -60,10 +60,11 @@ impl Default for WorkerConfig {
 /// client id share them, as the platform counts them together.
 #[derive(Default, Debug)]
 struct Pacers {
-    by_key: Mutex<
-        HashMap<(String, String), (RateLimit, Arc<SlidingWindowLimiter>, Option<Arc<DbBudget>>)>,
-    >,
+    by_key: Mutex<HashMap<(String, String), Pacer>>,
 }
+
+/// The limit it was made for, the limiter, and the shared budget (when budgets are shared).
+type Pacer = (RateLimit, Arc<SlidingWindowLimiter>, Option<Arc<DbBudget>>);
 
 impl Pacers {
     fn get(
@@ -178,7 +179,7 @@ impl Worker {
                 }
                 Err(e) => {
                     failures += 1;
-                    let level_error = failures == 1 || failures % 30 == 0;
+                    let level_error = failures == 1 || failures.is_multiple_of(30);
                     if level_error {
                         tracing::error!(error = %e, "worker: the queue is unreachable; retrying");
                     }

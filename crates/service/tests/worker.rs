@@ -96,28 +96,34 @@ async fn everything(store: &Store) -> String {
         let sql = format!("SELECT * FROM {t}");
         match store {
             Store::Postgres(p) => {
-                use sqlx::{Column, Row};
-                for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap() {
-                    for (i, c) in row.columns().iter().enumerate() {
+                use sqlx::Row;
+                for row in sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(p)
+                    .await
+                    .unwrap()
+                {
+                    for i in 0..row.len() {
                         if let Ok(Some(v)) = row.try_get::<Option<String>, _>(i) {
                             all.push_str(&v);
                         } else if let Ok(Some(v)) = row.try_get::<Option<Vec<u8>>, _>(i) {
                             all.push_str(&String::from_utf8_lossy(&v));
                         }
-                        let _ = c;
                     }
                 }
             }
             Store::Sqlite(p) => {
-                use sqlx::{Column, Row};
-                for row in sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(p).await.unwrap() {
-                    for (i, c) in row.columns().iter().enumerate() {
+                use sqlx::Row;
+                for row in sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(p)
+                    .await
+                    .unwrap()
+                {
+                    for i in 0..row.len() {
                         if let Ok(Some(v)) = row.try_get::<Option<String>, _>(i) {
                             all.push_str(&v);
                         } else if let Ok(Some(v)) = row.try_get::<Option<Vec<u8>>, _>(i) {
                             all.push_str(&String::from_utf8_lossy(&v));
                         }
-                        let _ = c;
                     }
                 }
             }
@@ -147,8 +153,14 @@ async fn a_queued_run_is_synced_by_a_worker_and_the_password_is_nowhere(store: S
     assert_eq!(store.campaign_count(&t.id).await.unwrap(), 30);
     assert_eq!(sim.stats().rate_limited, 0);
     let all = everything(&store).await;
-    assert!(!all.contains(adsync_sim::REFERENCE_PASSWORD), "password stored in clear");
-    assert!(!all.contains(adsync_sim::REFERENCE_EMAIL), "email stored in clear");
+    assert!(
+        !all.contains(adsync_sim::REFERENCE_PASSWORD),
+        "password stored in clear"
+    );
+    assert!(
+        !all.contains(adsync_sim::REFERENCE_EMAIL),
+        "email stored in clear"
+    );
 }
 
 async fn two_tenants_sharing_a_client_id_on_two_workers_draw_no_429(store: Store) {
@@ -187,7 +199,12 @@ async fn two_tenants_sharing_a_client_id_on_two_workers_draw_no_429(store: Store
     assert_ne!(da.owner, db.owner, "each worker took one run");
     let stats = sim.stats();
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
-    assert_eq!(stats.clients.len(), 1, "one client id: {:?}", stats.clients.keys());
+    assert_eq!(
+        stats.clients.len(),
+        1,
+        "one client id: {:?}",
+        stats.clients.keys()
+    );
 }
 
 async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {

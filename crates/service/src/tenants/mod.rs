@@ -198,10 +198,10 @@ impl Tenants {
                 .transpose()?,
             paused: new.paused,
         };
-        if new.schedule.is_none() {
-            if let Some(tz) = &new.time_zone {
-                Schedule::parse_zone(tz)?;
-            }
+        if new.schedule.is_none()
+            && let Some(tz) = &new.time_zone
+        {
+            Schedule::parse_zone(tz)?;
         }
         validate::credentials(&new.credentials)?;
         let sealed = self.keyring.seal(&id, &new.credentials)?;
