@@ -739,10 +739,6 @@ async fn a_paused_worker_past_its_lease_writes_nothing_after_it_continues() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a worker that lost its lease still sends the sync calls waiting for a rate-limit \
-            slot (up to sync_concurrency, for up to shutdown_grace): sync_one races only \
-            ctx.hard (crates/sync/src/syncing.rs), the keeper cancels only ctx.stop \
-            (crates/sync/src/ownership.rs)"]
 async fn a_paused_worker_past_its_lease_sends_no_sync_call_after_it_continues() {
     // Arrange, act: see `paused_past_the_lease`.
     let paused = paused_past_the_lease("paused_calls").await;

@@ -345,9 +345,12 @@ impl DbBudget {
     /// Asks the database for slots and queues them (the caller holds `granting`).
     async fn refill(&self) -> Result<(), StoreError> {
         let s = &self.shared;
-        let want = u32::try_from(s.waiting.load(Ordering::Relaxed))
-            .unwrap_or(u32::MAX)
-            .max(s.batch);
+        // Demand: callers waiting here, and the requests queued behind the one that holds
+        // the limiter's turn (each will want a slot next). One grant per burst instead of one
+        // per request: at a thousand tenants that is the difference between a few hundred
+        // and ten thousand transactions a second.
+        let demand = s.waiting.load(Ordering::Relaxed).max(s.limiter.queued());
+        let want = u32::try_from(demand).unwrap_or(u32::MAX).max(s.batch);
         let slots = self.grant(want).await?;
         s.local().slots.extend(slots);
         Ok(())

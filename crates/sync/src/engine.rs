@@ -188,6 +188,9 @@ pub(crate) struct RunCtx {
     pub hard: CancellationToken,
     /// Campaigns whose sync call succeeded, not yet recorded (see `syncing::flush_synced`).
     pub synced: crate::syncing::SyncedBuffer,
+    /// When the lease was last renewed: no platform call goes out on a lease that may have
+    /// run out.
+    pub watch: Arc<ownership::LeaseWatch>,
 }
 
 /// Runs syncs for one tenant against one platform and one database.
@@ -315,6 +318,7 @@ impl SyncEngine {
             stop: cancel.child_token(),
             hard: CancellationToken::new(),
             synced: Default::default(),
+            watch: Arc::new(ownership::LeaseWatch::new(self.config.lease_ttl)),
         };
         let kept_because = Arc::new(Mutex::new(None));
         // Dies with this future, even when the caller drops it mid-run: a lease renewed by an
@@ -322,8 +326,9 @@ impl SyncEngine {
         let keeper = AbortOnDrop(ownership::keep(
             self.store.clone(),
             ctx.lease.clone(),
-            self.config.lease_ttl,
+            ctx.watch.clone(),
             ctx.stop.clone(),
+            ctx.hard.clone(),
             kept_because.clone(),
         ));
         let outcome = self.drive(&run, &ctx).await;

@@ -48,6 +48,9 @@ impl SyncEngine {
     ) -> Result<(), Stop> {
         while let Some((page, limit)) = pager.next_request() {
             self.admitted(&ctx.stop).await?;
+            if !ctx.watch.wait_held(&ctx.stop).await {
+                return Err(Stop::Cancelled);
+            }
             let fetched = tokio::select! {
                 biased;
                 // Abandoning a page fetch loses nothing: the page is not stored yet.

@@ -129,33 +129,76 @@ pub(crate) async fn acquire(
     }
 }
 
+/// What the keeper knows of the lease, for the run's tasks: when it was last renewed. A task
+/// about to call the platform checks it: a process that was paused (SIGSTOP, a long GC, a VM
+/// migration) past its lease cannot know whether another took the run over, so it waits for
+/// the keeper's next renewal instead of sending.
+#[derive(Debug)]
+pub(crate) struct LeaseWatch {
+    renewed: std::sync::Mutex<Instant>,
+    ttl: Duration,
+}
+
+impl LeaseWatch {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            renewed: std::sync::Mutex::new(Instant::now()),
+            ttl,
+        }
+    }
+
+    fn renewed_now(&self) {
+        *self.renewed.lock().expect("lease watch") = Instant::now();
+    }
+
+    /// Whether the lease was renewed less than its time ago.
+    pub(crate) fn held(&self) -> bool {
+        self.renewed.lock().expect("lease watch").elapsed() < self.ttl
+    }
+
+    /// Returns once the lease is known to be held, or `false` once the run stops.
+    pub(crate) async fn wait_held(&self, stop: &CancellationToken) -> bool {
+        while !self.held() {
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        !stop.is_cancelled()
+    }
+}
+
 /// Renews the lease every third of its time until aborted. When the run was taken over, or
 /// the lease could not be renewed before it ran out (the database is unreachable), it
-/// records why in `reason` and cancels `stop`, so no more work starts.
+/// records why in `reason` and cancels `stop` and `hard`: no more work starts and the calls
+/// in flight are abandoned (their results could not be recorded anyway).
 pub(crate) fn keep(
     store: Store,
     lease: Lease,
-    ttl: Duration,
+    watch: Arc<LeaseWatch>,
     stop: CancellationToken,
+    hard: CancellationToken,
     reason: Arc<Mutex<Option<Stop>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let ttl = watch.ttl;
         let every = (ttl / 3).max(Duration::from_millis(10));
-        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(every).await;
             match store.renew(&lease, ttl).await {
-                Ok(()) => renewed = Instant::now(),
+                Ok(()) => watch.renewed_now(),
                 Err(e @ StoreError::LeaseLost { .. }) => {
                     tracing::error!(error = %e, "lost the run's lease; stopping without writing");
                     reason.lock().await.get_or_insert(Stop::LeaseLost);
                     stop.cancel();
+                    hard.cancel();
                     return;
                 }
-                Err(e) if renewed.elapsed() >= ttl => {
+                Err(e) if !watch.held() => {
                     tracing::error!(error = %e, "could not renew the run's lease before it ran out; stopping");
                     reason.lock().await.get_or_insert(Stop::Store(e));
                     stop.cancel();
+                    hard.cancel();
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed; trying again"),

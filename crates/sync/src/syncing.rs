@@ -128,6 +128,9 @@ impl SyncEngine {
         let mut rounds = 0;
         loop {
             self.admitted(&ctx.stop).await?;
+            if !ctx.watch.wait_held(&ctx.stop).await {
+                return Err(Stop::Cancelled);
+            }
             let started = Instant::now();
             let result = tokio::select! {
                 biased;

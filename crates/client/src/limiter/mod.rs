@@ -234,6 +234,12 @@ impl SlidingWindowLimiter {
         ours.saturating_duration_since(start)
     }
 
+    /// Requests waiting for their turn or holding a permit: the demand a shared budget sizes
+    /// its grants by.
+    pub fn queued(&self) -> usize {
+        self.state().queued
+    }
+
     /// The safety margin in force.
     pub fn margin(&self) -> Duration {
         self.state().margin.current()
