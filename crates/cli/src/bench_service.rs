@@ -46,8 +46,8 @@ pub struct ServiceBenchArgs {
     /// API requests per second during the runs (GET tenant, runs, run).
     #[arg(long, default_value_t = 100)]
     api_rps: u32,
-    /// Database connections of the service.
-    #[arg(long, default_value_t = 32)]
+    /// Database connections of the workers (the API has 8 of its own).
+    #[arg(long, default_value_t = 16)]
     pool: u32,
     /// Spend each client id's budget in the database (the service's default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -111,6 +111,20 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     let admin = format!("bench-admin-{}", std::process::id());
     let service = Service::new(
         store.clone(),
+        keyring.clone(),
+        Some(SecretString::from(admin.clone())),
+    );
+    // As `adsync serve` does: the API on a pool of its own.
+    let api_store = Store::connect_with(
+        &args.database_url,
+        &StoreOptions {
+            max_connections: 8,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    let api_service = Service::new(
+        api_store.clone(),
         keyring,
         Some(SecretString::from(admin.clone())),
     );
@@ -160,7 +174,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     let api_url = format!("http://{}", listener.local_addr()?);
     let api = tokio::spawn(adsync_server::serve(
         listener,
-        adsync_server::app(service.clone()),
+        adsync_server::app(api_service.clone()),
         stop.clone(),
     ));
 
@@ -278,6 +292,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     );
     let _ = sim.kill().await;
     store.close().await;
+    api_store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -292,9 +292,15 @@ impl DbArgs {
     }
 
     pub async fn connect(&self) -> Result<Store, Failure> {
+        self.connect_pool(StoreOptions::default().max_connections)
+            .await
+    }
+
+    /// Connects with a pool of `connections`.
+    pub async fn connect_pool(&self, connections: u32) -> Result<Store, Failure> {
         let options = StoreOptions {
             statement_timeout: self.db_statement_timeout,
-            ..StoreOptions::default()
+            max_connections: connections.max(1),
         };
         Store::connect_with(self.url(), &options)
             .await

@@ -28,6 +28,10 @@ pub struct WorkerArgs {
     /// lost) delays its runs this long before another worker takes them over.
     #[arg(long, env = "ADSYNC_LEASE_TIMEOUT", default_value = "30s", value_parser = crate::platform::positive_duration)]
     pub lease_timeout: Duration,
+    /// Database connections of the workers (the API has a pool of its own, so a busy queue
+    /// cannot slow it down).
+    #[arg(long, env = "ADSYNC_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool: u32,
 }
 
 impl WorkerArgs {
@@ -84,7 +88,14 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let store = args.work.db.connect().await?;
     let keyring = args.work.keys.require(&store, args.work.db.url())?;
-    let service = Service::new(store, keyring, admin.clone());
+    let service = Service::new(store, keyring.clone(), admin.clone());
+    // The workers' own pool: a thousand runs writing cannot make the API wait for a
+    // connection.
+    let work_store = if args.work.workers > 0 {
+        Some(args.work.db.connect_pool(args.work.db_pool).await?)
+    } else {
+        None
+    };
     if admin.is_none() {
         tracing::warn!(
             "ADSYNC_ADMIN_KEY is not set: only tenant API keys can call the API, and none can be created without it"
@@ -113,8 +124,11 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
             shutdown.clone(),
         ))
     });
-    let worker = (args.work.workers > 0).then(|| {
-        let worker = Worker::new(service.clone(), args.work.worker_config());
+    let worker = work_store.as_ref().map(|store| {
+        let worker = Worker::new(
+            Service::new(store.clone(), keyring.clone(), None),
+            args.work.worker_config(),
+        );
         let token = shutdown.clone();
         tokio::spawn(async move { worker.run(token).await })
     });
@@ -128,6 +142,9 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     api.await??;
     drop(demo);
     service.store.close().await;
+    if let Some(store) = work_store {
+        store.close().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,7 +152,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::sync::stop_on_signals(shutdown.clone()));
-    let store = args.db.connect().await?;
+    let store = args.db.connect_pool(args.db_pool).await?;
     let keyring = args.keys.require(&store, args.db.url())?;
     let service = Service::new(store, keyring, None);
     let worker = Worker::new(service.clone(), args.worker_config());

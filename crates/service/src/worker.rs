@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::{
     Result, Service, ServiceError,
-    budget::{BudgetKey, DbBudget},
+    budget::{BudgetKey, BudgetOptions, DbBudget},
     queue::{Claimed, Settle, platform_backoff},
     tenants::Tenant,
 };
@@ -84,11 +84,19 @@ impl Pacers {
         }
         let limiter = Arc::new(SlidingWindowLimiter::new(limit));
         let budget = shared.then(|| {
-            Arc::new(DbBudget::new(
+            // Grants reach half a window ahead: a burst of sends takes one transaction, and
+            // a holder still cannot keep more than half a window from the others sharing
+            // the client id.
+            let options = BudgetOptions {
+                horizon: Some(limit.window / 2),
+                ..BudgetOptions::default()
+            };
+            Arc::new(DbBudget::with_options(
                 service.store.clone(),
                 BudgetKey::new(url, client_id),
                 limit,
                 limiter.clone(),
+                options,
             ))
         });
         map.insert(key, (limit, limiter.clone(), budget.clone()));

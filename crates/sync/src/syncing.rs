@@ -1,8 +1,9 @@
 //! The consumers of a run: the per-campaign sync calls, with bounded concurrency sized to keep
 //! the rate limiter saturated. Successes are recorded in small batches (fenced by the lease):
 //! one transaction per success would cost a service running a thousand tenants ten thousand
-//! transactions a second; a batch waits at most [`FLUSH_DELAY`], so a process killed in that
-//! moment repeats at most that many (idempotent) sync calls when the run resumes.
+//! transactions a second; a batch waits at most [`flush_delay`] (a quarter of the rate window,
+//! between 50 ms and 1 s), so a process killed in that moment repeats at most that many
+//! (idempotent) sync calls when the run resumes.
 
 use std::{
     sync::{
@@ -24,8 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{RunCtx, Stop, SyncEngine};
 
-/// How long a success may wait to be recorded with others.
-pub const FLUSH_DELAY: Duration = Duration::from_millis(50);
+/// How long a success may wait to be recorded with others: a quarter of the rate window
+/// (sync calls complete in bursts of up to N per window), between 50 ms and 1 s.
+pub fn flush_delay(window: Duration) -> Duration {
+    (window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
 
 /// Successes not yet recorded.
 #[derive(Debug, Default)]
@@ -52,6 +56,7 @@ impl SyncEngine {
         ctx: &RunCtx,
         consumers_done: &CancellationToken,
     ) -> Result<(), Stop> {
+        let delay = flush_delay(self.client.config().rate_limit.window);
         loop {
             let last = tokio::select! {
                 biased;
@@ -62,7 +67,7 @@ impl SyncEngine {
                 // Gather what else succeeds meanwhile.
                 tokio::select! {
                     () = consumers_done.cancelled() => {}
-                    () = tokio::time::sleep(FLUSH_DELAY) => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
             }
             let ids = ctx.synced.take();
