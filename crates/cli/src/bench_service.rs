@@ -239,14 +239,20 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     worker_task.await??;
     api.await??;
 
-    // Results.
-    let mut floor = 0.0f64;
+    // Results. One tenant's floor from the contract: its calls (listing pages and one sync
+    // per campaign) at its limit, plus the simulator's sync delay for the last call. The
+    // floors the runs record include their measured last-call latency, which grows with the
+    // load; the contract's figure does not flatter a loaded machine.
+    let calls = (args.campaigns + args.campaigns.div_ceil(100).max(1)) as u64;
+    let last_call = Duration::from_secs(2).div_f64(args.time_scale);
+    let floor = limit.floor(calls, last_call).as_secs_f64();
+    let mut recorded_floor = 0.0f64;
     let mut worst_ratio = 0.0f64;
     let mut by_status = std::collections::BTreeMap::<String, usize>::new();
     for id in &runs {
         let r = store.run(*id).await?;
         *by_status.entry(r.status.to_string()).or_default() += 1;
-        floor = floor.max(r.floor_seconds.unwrap_or(0.0));
+        recorded_floor = recorded_floor.max(r.floor_seconds.unwrap_or(0.0));
         worst_ratio = worst_ratio.max(r.floor_ratio().unwrap_or(0.0));
     }
     let stats: serde_json::Value = http.get(&stats_url).send().await?.json().await?;

@@ -98,6 +98,10 @@ pub struct ClientConfig {
     /// before every rate-limited send and told of every 429 ([`crate::SharedBudget`]).
     /// `None` (the default): the limiter alone paces this client.
     pub shared_budget: Option<BudgetRef>,
+    /// An HTTP client to share (its connection pool and TLS configuration) with the other
+    /// clients of the process: a service with a thousand tenants needs one, not a thousand.
+    /// `None` (the default): a client of its own, with [`ClientConfig::connect_timeout`].
+    pub http: Option<reqwest::Client>,
 }
 
 impl ClientConfig {
@@ -117,6 +121,7 @@ impl ClientConfig {
             max_body_bytes: 32 * 1024 * 1024,
             max_retry_after: None,
             shared_budget: None,
+            http: None,
         }
     }
 

@@ -89,6 +89,17 @@ impl AdClient {
         Self::with_limiter(config, limiter)
     }
 
+    /// An HTTP client as adsync's platform clients use (rustls with ring, adsync's user
+    /// agent), to share between many through [`ClientConfig::http`].
+    pub fn http_client(connect_timeout: std::time::Duration) -> Result<reqwest::Client> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .user_agent(concat!("adsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
     /// Builds a client that shares `limiter` with others of the same client id (the
     /// platform's budget is per client id, not per connection).
     pub fn with_limiter(config: ClientConfig, limiter: Arc<SlidingWindowLimiter>) -> Result<Self> {
@@ -104,11 +115,10 @@ impl AdClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("adsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let http = match &config.http {
+            Some(shared) => shared.clone(),
+            None => Self::http_client(config.connect_timeout)?,
+        };
         let stats = Arc::new(ClientStats::default());
         let tokens = TokenManager::new(
             http.clone(),

@@ -61,6 +61,9 @@ impl Default for WorkerConfig {
 #[derive(Default, Debug)]
 struct Pacers {
     by_key: Mutex<HashMap<(String, String), Pacer>>,
+    /// One HTTP client (connection pools, TLS roots) for every tenant of the process: one
+    /// per tenant cost about 0.7 MB and a connection pool each.
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// The limit it was made for, the limiter, and the shared budget (when budgets are shared).
@@ -362,6 +365,14 @@ impl Worker {
             },
         );
         config.client_id = tenant.client_id.clone();
+        config.http = Some(match self.pacers.http.get() {
+            Some(http) => http.clone(),
+            None => {
+                let http = AdClient::http_client(config.connect_timeout)
+                    .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+                self.pacers.http.get_or_init(|| http).clone()
+            }
+        });
         config.rate_limit = limit;
         config.retry = RetryPolicy::default().scaled(scale);
         if let Some(budget) = budget {
