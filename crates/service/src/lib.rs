@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod dead_letters;
 pub mod budget;
 mod error;
 pub mod queue;

@@ -40,6 +40,12 @@ pub use model::{
     RunCounters, RunEnd, RunEnding, RunRecord, RunStatus, RunWarning, Stage, StopReason,
     StoredCampaign, StoredWarning,
 };
+/// Writes the service makes inside its own transactions (so that its audit row commits with
+/// the change); each takes any executor of its database, a transaction included.
+pub mod in_transaction {
+    pub use crate::pg::dismiss_dead_letters as dismiss_dead_letters_pg;
+    pub use crate::sqlite::dismiss_dead_letters as dismiss_dead_letters_sqlite;
+}
 /// SQLite's timestamp text (RFC 3339, UTC, microseconds) and its reader, for crates that keep
 /// their own tables in the same database (the service).
 pub use sqlite::{opt_ts as sqlite_opt_ts, ts as sqlite_ts};

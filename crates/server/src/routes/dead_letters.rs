@@ -1,9 +1,6 @@
 //! A tenant's dead letters: list, retry (queue a run that lists and syncs again), dismiss.
 
-use adsync_service::audit::{self, Change};
-use adsync_store::Store;
 use axum::{Json, extract::State, http::StatusCode};
-use chrono::Utc;
 
 use crate::{
     AppState,
@@ -88,38 +85,8 @@ pub async fn dismiss(
         }
     };
     s.service.tenants.get(&id).await?;
-    let store = &s.service.store;
-    let dismissed = store.dismiss_dead_letters(&id, &ids, Utc::now()).await?;
-    if dismissed > 0 {
-        // The store's dismissal takes no audit hook: the entry follows it, in its own
-        // transaction (see the report: a service call doing both in one is wanted).
-        let detail = if ids.is_empty() {
-            serde_json::json!({ "all": true, "dismissed": dismissed })
-        } else {
-            serde_json::json!({ "ids": ids, "dismissed": dismissed })
-        };
-        let change = Change {
-            action: "dead_letter.dismiss",
-            target_type: "dead_letter",
-            target_id: if ids.is_empty() { "all" } else { "ids" },
-            tenant_id: Some(&id),
-            detail: Some(detail),
-        };
-        record(store, &caller, &change).await?;
-    }
+    // The dismissal and its audit entry commit together.
+    let dismissed =
+        adsync_service::dead_letters::dismiss(&s.service.store, &id, &ids, &caller.actor).await?;
     Ok(Json(DismissedView { dismissed }))
-}
-
-async fn record(store: &Store, caller: &Caller, change: &Change<'_>) -> ApiResult<()> {
-    match store {
-        Store::Postgres(p) => {
-            let mut conn = p.acquire().await.map_err(adsync_store::StoreError::from)?;
-            audit::record_pg(&mut conn, &caller.actor, change).await?;
-        }
-        Store::Sqlite(p) => {
-            let mut conn = p.acquire().await.map_err(adsync_store::StoreError::from)?;
-            audit::record_sqlite(&mut conn, &caller.actor, change).await?;
-        }
-    }
-    Ok(())
 }

@@ -108,7 +108,7 @@ pub async fn record_retry_failure(
 }
 
 pub async fn dismiss_dead_letters(
-    pool: &PgPool,
+    pool: impl sqlx::PgExecutor<'_>,
     tenant: &str,
     ids: &[i64],
     at: DateTime<Utc>,

@@ -115,7 +115,7 @@ pub async fn record_retry_failure(
 }
 
 pub async fn dismiss_dead_letters(
-    pool: &SqlitePool,
+    pool: impl sqlx::SqliteExecutor<'_>,
     tenant: &str,
     ids: &[i64],
     at: DateTime<Utc>,
