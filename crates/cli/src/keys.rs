@@ -47,6 +47,18 @@ impl KeyArgs {
             .map(|t| t.trim().to_owned().into()))
     }
 
+    /// Refuses, before anything touches the database, a PostgreSQL database with no master
+    /// key (and a key that does not parse, on any database).
+    pub fn precheck(&self, db_url: &str) -> anyhow::Result<()> {
+        let ring = self.keyring()?;
+        if ring.is_none()
+            && (db_url.starts_with("postgres://") || db_url.starts_with("postgresql://"))
+        {
+            return Err(no_master_key().into());
+        }
+        Ok(())
+    }
+
     /// The keyring the service needs. On PostgreSQL (shared by many machines) a key must be
     /// given; on SQLite (one machine) one is created next to the database file when none is.
     pub fn require(&self, store: &Store, db_url: &str) -> anyhow::Result<Arc<Keyring>> {
@@ -54,13 +66,16 @@ impl KeyArgs {
             return Ok(Arc::new(ring));
         }
         match store {
-            Store::Postgres(_) => Err(config_error(
-                "no master key: set ADSYNC_MASTER_KEY to the output of `adsync keys generate` (or pass --master-key-file FILE); it encrypts the tenants' credentials",
-            )
-            .into()),
+            Store::Postgres(_) => Err(no_master_key().into()),
             Store::Sqlite(_) => Ok(Arc::new(local_key(db_url)?)),
         }
     }
+}
+
+fn no_master_key() -> crate::exit::Failure {
+    config_error(
+        "no master key: set ADSYNC_MASTER_KEY to the output of `adsync keys generate` (or pass --master-key-file FILE); it encrypts the tenants' credentials",
+    )
 }
 
 /// The key file kept next to a SQLite database (`FILE.db.key`, mode 0600), created once.

@@ -86,6 +86,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    args.work.keys.precheck(args.work.db.url())?;
     let store = args.work.db.connect().await?;
     let keyring = args.work.keys.require(&store, args.work.db.url())?;
     let service = Service::new(store, keyring.clone(), admin.clone());
@@ -152,6 +153,7 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::sync::stop_on_signals(shutdown.clone()));
+    args.keys.precheck(args.db.url())?;
     let store = args.db.connect_pool(args.db_pool).await?;
     let keyring = args.keys.require(&store, args.db.url())?;
     let service = Service::new(store, keyring, None);

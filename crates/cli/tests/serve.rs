@@ -2,8 +2,8 @@
 //! through the API syncs, its credentials never come back (not in a response, not in the
 //! logs, not in clear in the database) and another tenant's key sees none of it; the service
 //! refuses to start on PostgreSQL without a master key; a running run is cancelled through
-//! the API; `serve --demo` needs no configuration at all. Two ignored tests pin down bugs
-//! found on the way (see their `ignore` reasons).
+//! the API, and stays cancelled when a run is asked for at once; a refused start leaves the
+//! database untouched; `serve --demo` needs no configuration at all.
 //!
 //! The simulators run in the test process at time scale 60 (100 campaigns take ~10 s); the
 //! server gets a scratch PostgreSQL database of its own, and is stopped with SIGTERM.
@@ -649,9 +649,6 @@ async fn the_service_refuses_to_start_on_postgres_without_a_master_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: serve and worker connect to (and migrate) the database before checking the \
-            master key (crates/cli/src/serve.rs:89-90 and 155-156), so a refused start still \
-            creates the schema"]
 async fn refusing_to_start_without_a_master_key_leaves_the_database_untouched() {
     // Arrange, act
     let (pg, out, _) = serve_without_a_master_key("serve_no_key_untouched").await;
@@ -819,12 +816,6 @@ async fn a_running_run_can_be_cancelled_through_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a cancelled run is first written `interrupted` (stop_reason cancelled) by \
-            the engine and only then settled `cancelled` by the worker in another transaction \
-            (Worker::execute, crates/service/src/worker.rs:288-324); in between, POST .../runs \
-            (or a schedule tick) requeues it as an interrupted run (enqueue_in, \
-            crates/service/src/queue/pg.rs:53-81, clearing cancel_requested_at), the settle \
-            then matches nothing and the cancelled run resumes"]
 async fn a_cancelled_run_stays_cancelled_when_a_run_is_queued_at_once() {
     // Arrange
     let mut w = UnderWay::start("serve_cancel_requeue").await;

@@ -53,7 +53,11 @@ impl AdClient {
                         .request(method.clone(), url.clone())
                         .bearer_auth(token.expose())
                         .header("X-Client-ID", &inner.config.client_id);
-                    match exchange.run(request, sent.at).instrument(span).await {
+                    // Boxed: the exchange (reqwest's send and read) is the largest state of
+                    // this future, and most of a call's life is spent waiting for its slot; a
+                    // service with a thousand tenants keeps thousands of calls waiting.
+                    let exchanged = Box::pin(exchange.run(request, sent.at).instrument(span));
+                    match exchanged.await {
                         Err(Error::TokenExpired | Error::Unauthorized { .. }) if !refreshed => {
                             refreshed = true;
                             inner.tokens.refresh(Some(token.generation)).await?;

@@ -25,6 +25,10 @@ use crate::{
     tenants::Tenant,
 };
 
+/// Listing pages fetched and being stored at once by a worker's runs (each some hundred
+/// kilobytes; the database stores them one transaction at a time).
+const PAGES_AT_ONCE: usize = 32;
+
 /// How a worker behaves.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -62,8 +66,10 @@ impl Default for WorkerConfig {
 struct Pacers {
     by_key: Mutex<HashMap<(String, String), Pacer>>,
     /// One HTTP client (connection pools, TLS roots) for every tenant of the process: one
-    /// per tenant cost about 0.7 MB and a connection pool each.
+    /// per tenant cost about 0.3 MB and a connection pool each.
     http: std::sync::OnceLock<reqwest::Client>,
+    /// Listing pages in memory at once, over every run of the worker.
+    pages: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The limit it was made for, the limiter, and the shared budget (when budgets are shared).
@@ -387,6 +393,12 @@ impl Worker {
             breaker: BreakerConfig::default().scaled(scale),
             lease_ttl: self.config.lease_ttl,
             shutdown_grace: self.config.shutdown_grace,
+            page_permits: Some(
+                self.pacers
+                    .pages
+                    .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)))
+                    .clone(),
+            ),
             ..SyncConfig::default()
         };
         Ok(SyncEngine::new(client, self.service.store.clone(), sync))

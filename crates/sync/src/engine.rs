@@ -61,6 +61,9 @@ pub struct SyncConfig {
     pub lease_wait: Option<Duration>,
     /// Bounds on the listing.
     pub pager: PagerLimits,
+    /// Pages fetched and being stored at once, shared by the runs of a process (a worker);
+    /// `None`: no limit (one run per process).
+    pub page_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for SyncConfig {
@@ -77,6 +80,7 @@ impl Default for SyncConfig {
             lease_ttl: Duration::from_secs(30),
             lease_wait: None,
             pager: PagerLimits::default(),
+            page_permits: None,
         }
     }
 }

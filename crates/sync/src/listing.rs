@@ -51,6 +51,17 @@ impl SyncEngine {
             if !ctx.watch.wait_held(&ctx.stop).await {
                 return Err(Stop::Cancelled);
             }
+            // A page in memory is some hundred kilobytes: with many runs in one process, only
+            // so many are fetched and stored at once (the database takes them one by one
+            // anyway).
+            let _permit = match &self.config.page_permits {
+                Some(permits) => tokio::select! {
+                    biased;
+                    _ = ctx.stop.cancelled() => return Err(Stop::Cancelled),
+                    p = permits.clone().acquire_owned() => p.ok(),
+                },
+                None => None,
+            };
             let fetched = tokio::select! {
                 biased;
                 // Abandoning a page fetch loses nothing: the page is not stored yet.
@@ -60,7 +71,9 @@ impl SyncEngine {
             let ids = match fetched {
                 Ok(data) => {
                     self.breaker.record_success();
-                    self.store_page(ctx, &mut pager, page, &data).await?
+                    let ids = self.store_page(ctx, &mut pager, page, &data).await?;
+                    drop(data);
+                    ids
                 }
                 Err(e) if e.is_transient() => {
                     self.breaker.record_failure();

@@ -231,8 +231,12 @@ impl SyncEngine {
         self.config.sync_concurrency.unwrap_or_else(|| {
             let c = self.client.config();
             let n = f64::from(c.rate_limit.requests);
-            // The platform's sync call takes about a fifth of the default timeout (2 s of 10).
-            let latency = c.request_timeout.as_secs_f64() / 5.0;
+            // The platform's sync call takes about a fifth of the default timeout (2 s of 10),
+            // and never counts for more than a window (a scaled simulator answers in
+            // milliseconds): each call in flight is a future of some kilobytes, and a service
+            // runs a thousand tenants' worth of them.
+            let latency =
+                (c.request_timeout.as_secs_f64() / 5.0).min(c.rate_limit.window.as_secs_f64());
             let in_flight = (n / c.rate_limit.window.as_secs_f64() * latency).ceil();
             (in_flight.max(n) as usize).clamp(1, 64)
         })

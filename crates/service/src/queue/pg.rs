@@ -51,7 +51,7 @@ pub(crate) async fn enqueue_in(tx: &mut PgConnection, req: &RunRequest<'_>) -> R
         return Err(ServiceError::NotFound(format!("tenant {}", req.tenant)));
     }
     let open = sqlx::query(
-        "SELECT id, status, platform FROM sync_runs
+        "SELECT id, status, platform, cancel_requested_at IS NOT NULL AS cancelled FROM sync_runs
          WHERE tenant_id = $1 AND status IN ('queued', 'running', 'interrupted')
          ORDER BY (status = 'interrupted'), id DESC LIMIT 1",
     )
@@ -63,10 +63,21 @@ pub(crate) async fn enqueue_in(tx: &mut PgConnection, req: &RunRequest<'_>) -> R
         let id: RunId = row.try_get("id")?;
         let status: String = row.try_get("status")?;
         let platform: Option<String> = row.try_get("platform")?;
+        let cancelled: bool = row.try_get("cancelled")?;
         if status != "interrupted" {
             return Ok(Enqueued::AlreadyActive(id));
         }
-        if platform.as_deref().is_none_or(|p| p == req.platform) {
+        if cancelled {
+            // Stopped because someone cancelled it, and its worker has not yet recorded it
+            // as cancelled: it is over, not to be resumed.
+            sqlx::query(
+                "UPDATE sync_runs SET status = 'cancelled', lease_expires_at = NULL
+                 WHERE id = $1 AND status = 'interrupted'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else if platform.as_deref().is_none_or(|p| p == req.platform) {
             sqlx::query(
                 "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
                     run_after = NULL, requested_by = $2, owner = NULL,
