@@ -5,8 +5,8 @@
 
 pub mod api_keys;
 pub mod audit;
-pub mod dead_letters;
 pub mod budget;
+pub mod dead_letters;
 mod error;
 pub mod queue;
 pub mod reads;
