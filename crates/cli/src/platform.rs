@@ -277,11 +277,11 @@ pub fn client_config(
 pub struct DbArgs {
     /// postgres://USER@HOST/DB or sqlite://FILE (created if missing). Default:
     /// sqlite://adsync.db in the current directory.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// Longest a database statement may run (PostgreSQL statement_timeout): a held lock or a
     /// stuck query fails the run (resumable) instead of hanging it.
-    #[arg(long, env = "ADSYNC_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, env = "ADSYNC_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = positive_duration, global = true)]
     pub db_statement_timeout: Duration,
 }
 
