@@ -36,7 +36,8 @@ pub struct WorkerConfig {
     pub slots: usize,
     /// The lease of a claimed run: a worker that dies holding it delays the run this long.
     pub lease_ttl: Duration,
-    /// How often an idle worker looks for queued runs.
+    /// How often a worker looks for queued runs (and cancellations, and runs to reap). On
+    /// PostgreSQL it also wakes when a run is queued (`LISTEN`).
     pub poll: Duration,
     /// Who this worker is (`host:pid`), recorded as the run's owner.
     pub owner: String,
@@ -52,7 +53,7 @@ impl Default for WorkerConfig {
         Self {
             slots: 4,
             lease_ttl: Duration::from_secs(30),
-            poll: Duration::from_secs(1),
+            poll: Duration::from_millis(500),
             owner: adsync_sync::this_process(),
             shared_budgets: true,
             shutdown_grace: Duration::from_secs(10),
@@ -121,6 +122,52 @@ pub struct Worker {
     pacers: Arc<Pacers>,
 }
 
+/// PostgreSQL's `LISTEN` on the queue's channel: a hint that a run was queued, so an idle
+/// worker claims it at once instead of at its next poll. Only a hint: notifications are lost
+/// while the connection is down, so workers poll anyway, and without it they only poll.
+struct Wake {
+    listener: Option<sqlx::postgres::PgListener>,
+}
+
+impl Wake {
+    async fn listen(store: &adsync_store::Store) -> Self {
+        let listener = match store {
+            adsync_store::Store::Postgres(pool) => {
+                match sqlx::postgres::PgListener::connect_with(pool).await {
+                    Ok(mut l) => match l.listen(crate::queue::pg::WAKE_CHANNEL).await {
+                        Ok(()) => Some(l),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for queued runs; polling only");
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for queued runs; polling only");
+                        None
+                    }
+                }
+            }
+            adsync_store::Store::Sqlite(_) => None,
+        };
+        Self { listener }
+    }
+
+    /// Returns when a run may have been queued; never, once listening failed.
+    async fn notified(&mut self) {
+        let Some(listener) = self.listener.as_mut() else {
+            return std::future::pending().await;
+        };
+        match listener.recv().await {
+            // A thousand runs queued at once are one wake-up, not a thousand.
+            Ok(_) => while listener.next_buffered().is_some() {},
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the queue's notifications; polling only");
+                self.listener = None;
+            }
+        }
+    }
+}
+
 /// A run in progress here.
 struct Active {
     cancel: CancellationToken,
@@ -145,6 +192,7 @@ impl Worker {
         let reap_every = (self.config.lease_ttl / 2).max(Duration::from_millis(100));
         let mut next_reap = tokio::time::Instant::now();
         let mut failures = 0u32;
+        let mut wake = Wake::listen(&self.service.store).await;
         tracing::info!(owner = %self.config.owner, slots = self.config.slots, "worker started");
         loop {
             // Runs that ended.
@@ -202,14 +250,13 @@ impl Worker {
                     }
                 }
             }
-            let idle = if tasks.len() >= self.config.slots {
-                self.config.poll
-            } else {
-                self.config.poll.min(Duration::from_millis(250))
-            };
+            // A free slot is filled at the next poll, or at once when PostgreSQL says a run
+            // was queued; a run ending here frees its slot for the next poll.
+            let idle = self.config.poll;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(idle) => {}
+                () = wake.notified() => {}
             }
         }
         tracing::info!(

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 on_both_databases!(
     a_queued_run_is_synced_by_a_worker_and_the_password_is_nowhere,
+    an_idle_worker_claims_a_queued_run_before_its_next_poll_on_postgres,
     two_tenants_sharing_a_client_id_on_two_workers_draw_no_429,
     a_worker_that_shuts_down_hands_its_run_to_another,
 );
@@ -256,4 +257,38 @@ async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {
     let repeated: Vec<_> = stats.syncs.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "synced twice: {repeated:?}");
     assert_eq!(store.campaign_count(&t.id).await.unwrap(), 100);
+}
+
+async fn an_idle_worker_claims_a_queued_run_before_its_next_poll_on_postgres(store: Store) {
+    if matches!(store, Store::Sqlite(_)) {
+        return; // SQLite has no LISTEN: its workers poll.
+    }
+    let sim = sim(10, Profile::Calm).await;
+    let s = service(&store, keyring()).await;
+    let rate = sim.config().effective_rate_limit().to_string();
+    let t = tenant(&s, "acme", &sim.url(), None, &rate, None).await;
+    let w = Worker::new(
+        s.clone(),
+        WorkerConfig {
+            slots: 1,
+            lease_ttl: Duration::from_secs(3),
+            poll: Duration::from_secs(3600),
+            owner: "listener".into(),
+            shared_budgets: true,
+            shutdown_grace: Duration::from_secs(2),
+        },
+    );
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { w.run(stop).await }
+    });
+    // Let the worker make its first poll and start listening, then queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let run = enqueue(&s, &t).await;
+    // Claimed long before the next poll, an hour away: the notification woke it.
+    let done = until_final(&store, run).await;
+    stop.cancel();
+    within_deadline(handle).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
 }

@@ -119,7 +119,20 @@ pub(crate) async fn enqueue_in(tx: &mut PgConnection, req: &RunRequest<'_>) -> R
             Enqueued::Queued(id)
         }
     };
+    wake_workers(&mut *tx).await?;
     Ok(outcome)
+}
+
+/// The channel workers listen on: a hint that a run was queued (they poll anyway).
+pub(crate) const WAKE_CHANNEL: &str = "adsync_runs";
+
+/// Tells listening workers, when the transaction commits, that there is a run to claim.
+async fn wake_workers(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WAKE_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn claim(
@@ -170,7 +183,7 @@ pub(super) async fn claim(
 }
 
 pub(super) async fn reap(pool: &PgPool) -> Result<Vec<RunId>> {
-    Ok(sqlx::query_scalar(
+    let reaped: Vec<RunId> = sqlx::query_scalar(
         "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
             lease_expires_at = NULL,
             error = 'the lease of ' || coalesce(owner, 'its worker') || ' ran out; requeued'
@@ -179,7 +192,11 @@ pub(super) async fn reap(pool: &PgPool) -> Result<Vec<RunId>> {
          RETURNING id",
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    if !reaped.is_empty() {
+        wake_workers(&mut *pool.acquire().await?).await?;
+    }
+    Ok(reaped)
 }
 
 pub(super) async fn settle(pool: &PgPool, lease: &Lease, how: Settle) -> Result<bool> {
@@ -203,6 +220,9 @@ pub(super) async fn settle(pool: &PgPool, lease: &Lease, how: Settle) -> Result<
     }
     .execute(pool)
     .await?;
+    if done.rows_affected() == 1 && matches!(how, Settle::Requeue { .. }) {
+        wake_workers(&mut *pool.acquire().await?).await?;
+    }
     Ok(done.rows_affected() == 1)
 }
 
