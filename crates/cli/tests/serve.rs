@@ -939,3 +939,66 @@ async fn the_demo_needs_no_configuration() {
         assert_eq!(mode & 0o077, 0, "the key file is private: {mode:o}");
     }
 }
+
+/// The scheduler, stopped for several ticks and restarted: one catch-up run, not one per
+/// missed tick, and the next tick moved past now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_down_for_hours_catches_up_with_one_run() {
+    // Arrange: an hourly tenant whose server is stopped; while it is down, five ticks pass
+    // (its next run is set five hours back, as if the machine had been off since).
+    let dir = TempDir::new("serve_catch_up");
+    let pg = ScratchPg::create("serve_catch_up").await;
+    let sim = simulator().await;
+    let (master, admin) = (random_master_key(), random_admin_key());
+    let serve = |dir: &std::path::Path| {
+        let mut cmd = adsync(dir);
+        cmd.args(["serve", "--port", "0", "--workers", "1"])
+            .env("DATABASE_URL", &pg.url)
+            .env("ADSYNC_MASTER_KEY", &master)
+            .env("ADSYNC_ADMIN_KEY", &admin);
+        cmd
+    };
+    let mut server = Server::start(&mut serve(dir.path()));
+    let mut body = tenant_body("hourly", &sim);
+    body["schedule"] = json!("0 * * * *");
+    let (tenant, _) = server.create_tenant(&admin, body).await;
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    sqlx::query("UPDATE tenants SET next_run_at = now() - interval '5 hours' WHERE id = $1")
+        .bind(&tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Act: the server starts again.
+    let server = Server::start(&mut serve(dir.path()));
+    let path = format!("/api/v1/tenants/{tenant}/runs");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let listed = server.get(&path, &admin).await.expect(StatusCode::OK);
+        if !listed["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no catch-up run within {DEADLINE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // A few more scheduler passes (it looks every second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Assert: one run, queued by the schedule; the next tick is in the future.
+    let listed = server.get(&path, &admin).await.expect(StatusCode::OK);
+    let all = listed["data"].as_array().unwrap();
+    assert_eq!(all.len(), 1, "{listed:#}");
+    assert_eq!(all[0]["requested_by"], "schedule", "{listed:#}");
+    let t = server
+        .get(&format!("/api/v1/tenants/{tenant}"), &admin)
+        .await
+        .expect(StatusCode::OK);
+    let next: chrono::DateTime<chrono::Utc> = t["next_run_at"].as_str().unwrap().parse().unwrap();
+    assert!(next > chrono::Utc::now(), "{t:#}");
+    assert_eq!(t["ticks_skipped"], 0, "{t:#}");
+}
