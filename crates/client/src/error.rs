@@ -105,6 +105,15 @@ pub enum Error {
     /// The client was configured with something unusable (a base URL that cannot be a base).
     #[error("invalid ad platform client configuration: {0}")]
     Config(String),
+    /// The rate budget shared with other processes (in the database) could not be spent: no
+    /// request went out.
+    #[error("the shared rate budget is unavailable: {detail}")]
+    SharedBudget {
+        /// What failed.
+        detail: String,
+        /// Whether it may come back (the database is unreachable or busy).
+        transient: bool,
+    },
 }
 
 impl Error {
@@ -120,6 +129,7 @@ impl Error {
             | Error::Transport(_)
             | Error::Malformed { .. } => true,
             Error::Server { status, .. } => !matches!(status, 501 | 505),
+            Error::SharedBudget { transient, .. } => *transient,
             Error::InvalidCredentials { .. }
             | Error::Unauthorized { .. }
             | Error::Rejected { .. }
@@ -156,6 +166,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Protocol(_) => "protocol",
             Error::Config(_) => "config",
+            Error::SharedBudget { .. } => "shared_budget",
         }
     }
 

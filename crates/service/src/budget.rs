@@ -552,13 +552,11 @@ impl SharedBudget for DbBudget {
 }
 
 /// A budget failure as the client sees it: transient when the database may come back
-/// (the call is retried with backoff), a configuration error otherwise.
+/// (the call is retried with backoff), permanent otherwise (the run fails).
 fn client_error(e: &StoreError) -> adsync_client::Error {
-    let detail = format!("the shared rate budget is unavailable: {e}");
-    if e.is_transient() {
-        adsync_client::Error::Transport(detail)
-    } else {
-        adsync_client::Error::Config(detail)
+    adsync_client::Error::SharedBudget {
+        detail: e.to_string(),
+        transient: e.is_transient(),
     }
 }
 

@@ -156,7 +156,10 @@ impl SyncEngine {
                 Err(
                     e @ (adsync_client::Error::InvalidCredentials { .. }
                     | adsync_client::Error::Unauthorized { .. }
-                    | adsync_client::Error::Config(_)),
+                    | adsync_client::Error::Config(_)
+                    | adsync_client::Error::SharedBudget {
+                        transient: false, ..
+                    }),
                 ) => return Err(Stop::Fatal(e)),
                 Err(adsync_client::Error::Rejected {
                     status: 404,
