@@ -12,8 +12,8 @@ use std::{
 
 use adsync_client::{AdClient, ClientConfig, RetryPolicy, SharedBudget, SlidingWindowLimiter};
 use adsync_domain::RateLimit;
-use adsync_store::{RunId, RunStatus, StopReason};
-use adsync_sync::{BreakerConfig, SyncConfig, SyncEngine};
+use adsync_store::{RunId, StopReason};
+use adsync_sync::{BreakerConfig, Outcome, SyncConfig, SyncEngine};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -351,26 +351,16 @@ impl Worker {
             .increment(report.counters.campaigns_synced.max(0) as u64);
         metrics::histogram!("adsync_run_duration_seconds").record(report.duration.as_secs_f64());
         let requested = cancel_requested.load(std::sync::atomic::Ordering::SeqCst);
-        let settle = match (
-            report.status,
-            self.service
-                .store
-                .run(id)
-                .await
-                .ok()
-                .and_then(|r| r.stop_reason),
-        ) {
-            (RunStatus::Interrupted, Some(StopReason::Cancelled)) if requested => {
-                Some(Settle::Cancel)
-            }
-            (RunStatus::Interrupted, Some(StopReason::Cancelled)) => Some(Settle::Requeue {
+        // The report's outcome already says why the run stopped (its status and stop
+        // reason as recorded); a run that did not stop early needs no settling.
+        let settle = match report.outcome {
+            Outcome::Cancelled if requested => Some(Settle::Cancel),
+            Outcome::Cancelled => Some(Settle::Requeue {
                 after: Duration::ZERO,
             }),
-            (RunStatus::Interrupted, Some(StopReason::PlatformDown | StopReason::DatabaseDown)) => {
-                Some(Settle::Requeue {
-                    after: platform_backoff(attempts),
-                })
-            }
+            Outcome::PlatformDown | Outcome::DatabaseDown => Some(Settle::Requeue {
+                after: platform_backoff(attempts),
+            }),
             _ => None,
         };
         if let Some(how) = settle {
