@@ -4,17 +4,17 @@
 //! no tenant, is an admin key. Revocable; the configured `ADSYNC_ADMIN_KEY` is an admin key
 //! that lives only in the environment.
 
-use adsync_store::{Store, sqlite_opt_ts, sqlite_ts};
+use adsync_store::{Store, sqlite_ts};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::{
     Result, ServiceError,
     audit::{self, Actor, Change},
+    row::AnyRow,
 };
 
 /// What a key may see.
@@ -273,30 +273,24 @@ pub async fn list(store: &Store, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
         .fetch_all(p)
         .await?
         .iter()
-        .map(|r| {
-            Ok(ApiKey {
-                id: r.try_get("id")?,
-                tenant_id: r.try_get("tenant_id")?,
-                name: r.try_get("name")?,
-                created_at: r.try_get("created_at")?,
-                revoked_at: r.try_get("revoked_at")?,
-            })
-        })
+        .map(api_key)
         .collect::<Result<_>>()?,
         Store::Sqlite(p) => sqlx::query(SQL)
             .bind(tenant)
             .fetch_all(p)
             .await?
             .iter()
-            .map(|r| {
-                Ok(ApiKey {
-                    id: r.try_get("id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    name: r.try_get("name")?,
-                    created_at: sqlite_opt_ts(r, "created_at")?.unwrap_or_default(),
-                    revoked_at: sqlite_opt_ts(r, "revoked_at")?,
-                })
-            })
+            .map(api_key)
             .collect::<Result<_>>()?,
+    })
+}
+
+fn api_key(r: &impl AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.text("id")?,
+        tenant_id: r.opt_text("tenant_id")?,
+        name: r.opt_text("name")?,
+        created_at: r.time("created_at")?,
+        revoked_at: r.opt_time("revoked_at")?,
     })
 }

@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, Row, SqliteConnection};
+use sqlx::{PgConnection, SqliteConnection};
 
-use crate::Result;
+use crate::{Result, row::AnyRow};
 
 /// Who makes a change: an API key (its id, never the key) and where the request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +109,6 @@ pub async fn list(
         ORDER BY id DESC LIMIT $3";
     let before = before.unwrap_or(i64::MAX);
     let limit = i64::from(limit.clamp(1, 1000));
-    let detail = |d: Option<String>| d.and_then(|d| serde_json::from_str(&d).ok());
     Ok(match store {
         adsync_store::Store::Postgres(p) => {
             let sql = SQL.replace("$1 IS NULL", "$1::text IS NULL");
@@ -120,20 +119,8 @@ pub async fn list(
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| {
-                    Ok(AuditEntry {
-                        id: r.try_get("id")?,
-                        at: r.try_get("at")?,
-                        actor: r.try_get("actor")?,
-                        action: r.try_get("action")?,
-                        target_type: r.try_get("target_type")?,
-                        target_id: r.try_get("target_id")?,
-                        tenant_id: r.try_get("tenant_id")?,
-                        remote_addr: r.try_get("remote_addr")?,
-                        detail: detail(r.try_get("detail")?),
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()?
+                .map(entry)
+                .collect::<Result<_>>()?
         }
         adsync_store::Store::Sqlite(p) => sqlx::query(SQL)
             .bind(tenant)
@@ -142,19 +129,23 @@ pub async fn list(
             .fetch_all(p)
             .await?
             .iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: adsync_store::sqlite_opt_ts(r, "at")?.unwrap_or_default(),
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target_type: r.try_get("target_type")?,
-                    target_id: r.try_get("target_id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    remote_addr: r.try_get("remote_addr")?,
-                    detail: detail(r.try_get("detail")?),
-                })
-            })
+            .map(entry)
             .collect::<Result<_>>()?,
+    })
+}
+
+fn entry(r: &impl AnyRow) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.int("id")?,
+        at: r.time("at")?,
+        actor: r.text("actor")?,
+        action: r.text("action")?,
+        target_type: r.text("target_type")?,
+        target_id: r.text("target_id")?,
+        tenant_id: r.opt_text("tenant_id")?,
+        remote_addr: r.opt_text("remote_addr")?,
+        detail: r
+            .opt_text("detail")?
+            .and_then(|d| serde_json::from_str(&d).ok()),
     })
 }

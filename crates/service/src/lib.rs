@@ -10,6 +10,7 @@ pub mod dead_letters;
 mod error;
 pub mod queue;
 pub mod reads;
+mod row;
 pub mod schedule;
 pub mod scheduler;
 pub mod tenants;

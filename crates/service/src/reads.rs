@@ -9,13 +9,12 @@
 
 use std::{fmt, str::FromStr};
 
-use adsync_store::{RunId, Store, sqlite_opt_ts, sqlite_ts};
+use adsync_store::{RunId, Store, sqlite_ts};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use crate::{Result, ServiceError};
+use crate::{Result, ServiceError, row::AnyRow};
 
 /// The default page size of [`campaigns`].
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -373,12 +372,42 @@ fn parse_raw(raw: Option<String>) -> Option<serde_json::Value> {
     })
 }
 
+fn campaign_row(r: &impl AnyRow) -> Result<CampaignRow> {
+    Ok(CampaignRow {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        status: r.text("status")?,
+        budget: r.text("budget_text")?,
+        impressions: r.int("impressions")?,
+        clicks: r.int("clicks")?,
+        conversions: r.int("conversions")?,
+        created_at: r.time("created_at")?,
+        first_seen_at: r.time("first_seen_at")?,
+        updated_at: r.time("updated_at")?,
+        synced_at: r.opt_time("synced_at")?,
+        removed_at: r.opt_time("removed_at")?,
+        last_run_id: r.int("last_run_id")?,
+        raw: parse_raw(r.opt_text("raw")?),
+    })
+}
+
+fn metric_point(r: &impl AnyRow) -> Result<MetricPoint> {
+    Ok(MetricPoint {
+        run_id: r.int("run_id")?,
+        observed_at: r.time("observed_at")?,
+        impressions: r.int("impressions")?,
+        clicks: r.int("clicks")?,
+        conversions: r.int("conversions")?,
+    })
+}
+
 // The budget's text under another name: ORDER BY budget must sort the NUMERIC column, and an
 // output column named `budget` would take precedence over it.
 const COLUMNS_PG: &str = "id, name, status, budget::text AS budget_text, impressions, clicks,
     conversions, created_at, first_seen_at, updated_at, synced_at, removed_at, last_run_id,
     raw::text AS raw";
-const COLUMNS_SQLITE: &str = "id, name, status, budget, impressions, clicks, conversions,
+const COLUMNS_SQLITE: &str =
+    "id, name, status, budget AS budget_text, impressions, clicks, conversions,
     created_at, first_seen_at, updated_at, synced_at, removed_at, last_run_id, raw";
 
 /// A page of the tenant's campaigns. Fails with [`ServiceError::Invalid`] for a limit out of
@@ -493,24 +522,7 @@ pub async fn campaigns(store: &Store, tenant: &str, query: &CampaignQuery) -> Re
             qb.fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| {
-                    Ok(CampaignRow {
-                        id: r.try_get("id")?,
-                        name: r.try_get("name")?,
-                        status: r.try_get("status")?,
-                        budget: r.try_get("budget_text")?,
-                        impressions: r.try_get("impressions")?,
-                        clicks: r.try_get("clicks")?,
-                        conversions: r.try_get("conversions")?,
-                        created_at: r.try_get("created_at")?,
-                        first_seen_at: r.try_get("first_seen_at")?,
-                        updated_at: r.try_get("updated_at")?,
-                        synced_at: r.try_get("synced_at")?,
-                        removed_at: r.try_get("removed_at")?,
-                        last_run_id: r.try_get("last_run_id")?,
-                        raw: parse_raw(r.try_get("raw")?),
-                    })
-                })
+                .map(campaign_row)
                 .collect::<Result<Vec<_>>>()?
         }
         Store::Sqlite(p) => {
@@ -532,34 +544,10 @@ pub async fn campaigns(store: &Store, tenant: &str, query: &CampaignQuery) -> Re
                 }
                 qb = qb.bind(id.clone());
             }
-            let time = |r: &sqlx::sqlite::SqliteRow, col: &str| -> Result<DateTime<Utc>> {
-                sqlite_opt_ts(r, col)?.ok_or_else(|| {
-                    ServiceError::Store(adsync_store::StoreError::Corrupt(format!(
-                        "campaigns.{col} is NULL"
-                    )))
-                })
-            };
             qb.fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| {
-                    Ok(CampaignRow {
-                        id: r.try_get("id")?,
-                        name: r.try_get("name")?,
-                        status: r.try_get("status")?,
-                        budget: r.try_get("budget")?,
-                        impressions: r.try_get("impressions")?,
-                        clicks: r.try_get("clicks")?,
-                        conversions: r.try_get("conversions")?,
-                        created_at: time(r, "created_at")?,
-                        first_seen_at: time(r, "first_seen_at")?,
-                        updated_at: time(r, "updated_at")?,
-                        synced_at: sqlite_opt_ts(r, "synced_at")?,
-                        removed_at: sqlite_opt_ts(r, "removed_at")?,
-                        last_run_id: r.try_get("last_run_id")?,
-                        raw: parse_raw(r.try_get("raw")?),
-                    })
-                })
+                .map(campaign_row)
                 .collect::<Result<Vec<_>>>()?
         }
     };
@@ -624,15 +612,7 @@ pub async fn metrics(
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| {
-                    Ok(MetricPoint {
-                        run_id: r.try_get("run_id")?,
-                        observed_at: r.try_get("observed_at")?,
-                        impressions: r.try_get("impressions")?,
-                        clicks: r.try_get("clicks")?,
-                        conversions: r.try_get("conversions")?,
-                    })
-                })
+                .map(metric_point)
                 .collect::<Result<Vec<_>>>()?
         }
         Store::Sqlite(p) => {
@@ -649,15 +629,7 @@ pub async fn metrics(
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| {
-                    Ok(MetricPoint {
-                        run_id: r.try_get("run_id")?,
-                        observed_at: sqlite_opt_ts(r, "observed_at")?.unwrap_or_default(),
-                        impressions: r.try_get("impressions")?,
-                        clicks: r.try_get("clicks")?,
-                        conversions: r.try_get("conversions")?,
-                    })
-                })
+                .map(metric_point)
                 .collect::<Result<Vec<_>>>()?
         }
     };

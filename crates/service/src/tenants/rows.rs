@@ -2,15 +2,16 @@
 //! both); what differs is how a timestamp is bound and read (PostgreSQL `TIMESTAMPTZ`,
 //! SQLite RFC 3339 text) and how a write transaction starts (SQLite: `BEGIN IMMEDIATE`).
 
-use adsync_store::{Store, sqlite_opt_ts, sqlite_ts};
+use adsync_store::{Store, sqlite_ts};
 use chrono::{DateTime, Utc};
-use sqlx::{Row, postgres::PgRow, sqlite::SqliteRow};
+use sqlx::Row;
 
 use super::{Settings, Tenant};
 use crate::{
     Result, ServiceError,
     audit::{self, Actor, Change},
     queue::{self, Enqueued, RunRequest},
+    row::AnyRow,
     vault::Sealed,
 };
 
@@ -20,67 +21,33 @@ const COLUMNS: &str = "t.id, t.name, t.api_url, t.client_id,
     t.last_tick_at, t.ticks_skipped, t.created_at, t.updated_at, t.jitter_ms,
     EXISTS (SELECT 1 FROM tenant_secrets s WHERE s.tenant_id = t.id) AS has_credentials";
 
-type Ts<'r, R> = &'r dyn Fn(&'r R, &str) -> Result<Option<DateTime<Utc>>>;
-
-fn tenant_from<'r, R>(row: &'r R, ts: Ts<'r, R>) -> Result<(Tenant, i64)>
-where
-    R: Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let requests: i64 = row.try_get("rate_limit_requests")?;
-    let window_ms: i64 = row.try_get("rate_limit_window_ms")?;
+/// A tenant row (selected with [`COLUMNS`]) and its schedule jitter.
+fn tenant_from(row: &impl AnyRow) -> Result<(Tenant, i64)> {
     let limit = adsync_domain::RateLimit::new(
-        requests.clamp(1, u32::MAX.into()) as u32,
-        std::time::Duration::from_millis(window_ms.max(1) as u64),
+        row.int("rate_limit_requests")?.clamp(1, u32::MAX.into()) as u32,
+        std::time::Duration::from_millis(row.int("rate_limit_window_ms")?.max(1) as u64),
     )
     .unwrap_or_default();
-    let required = |col: &str| {
-        ts(row, col)?.ok_or_else(|| {
-            ServiceError::Store(adsync_store::StoreError::Corrupt(format!(
-                "tenant without {col}"
-            )))
-        })
-    };
     Ok((
         Tenant {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            api_url: row.try_get("api_url")?,
-            client_id: row.try_get("client_id")?,
+            id: row.text("id")?,
+            name: row.text("name")?,
+            api_url: row.text("api_url")?,
+            client_id: row.text("client_id")?,
             rate_limit: limit.to_string(),
-            page_size: row.try_get::<i64, _>("page_size")?.max(1) as u64,
-            schedule: row.try_get("schedule")?,
-            time_zone: row.try_get("time_zone")?,
-            paused: row.try_get("paused")?,
-            next_run_at: ts(row, "next_run_at")?,
-            last_tick_at: ts(row, "last_tick_at")?,
-            ticks_skipped: row.try_get("ticks_skipped")?,
-            has_credentials: row.try_get("has_credentials")?,
-            created_at: required("created_at")?,
-            updated_at: required("updated_at")?,
+            page_size: row.int("page_size")?.max(1) as u64,
+            schedule: row.opt_text("schedule")?,
+            time_zone: row.text("time_zone")?,
+            paused: row.flag("paused")?,
+            next_run_at: row.opt_time("next_run_at")?,
+            last_tick_at: row.opt_time("last_tick_at")?,
+            ticks_skipped: row.int("ticks_skipped")?,
+            has_credentials: row.flag("has_credentials")?,
+            created_at: row.time("created_at")?,
+            updated_at: row.time("updated_at")?,
         },
-        row.try_get("jitter_ms")?,
+        row.int("jitter_ms")?,
     ))
-}
-
-fn pg_ts(row: &PgRow, col: &str) -> Result<Option<DateTime<Utc>>> {
-    Ok(row.try_get(col)?)
-}
-
-fn lite_ts(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {
-    Ok(sqlite_opt_ts(row, col)?)
-}
-
-fn pg_tenant(row: &PgRow) -> Result<(Tenant, i64)> {
-    tenant_from(row, &pg_ts)
-}
-
-fn lite_tenant(row: &SqliteRow) -> Result<(Tenant, i64)> {
-    tenant_from(row, &lite_ts)
 }
 
 /// Runs `$body` with `$tx` a write transaction on either database and `$t` the function
@@ -174,13 +141,13 @@ pub(super) async fn get(store: &Store, id: &str) -> Result<Option<Tenant>> {
             .bind(id)
             .fetch_optional(p)
             .await?
-            .map(|r| pg_tenant(&r))
+            .map(|r| tenant_from(&r))
             .transpose()?,
         Store::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(p)
             .await?
-            .map(|r| lite_tenant(&r))
+            .map(|r| tenant_from(&r))
             .transpose()?,
     }
     .map(|(t, _)| t))
@@ -193,13 +160,13 @@ pub(super) async fn list(store: &Store) -> Result<Vec<Tenant>> {
             .fetch_all(p)
             .await?
             .iter()
-            .map(pg_tenant)
+            .map(tenant_from)
             .collect::<Result<_>>()?,
         Store::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(p)
             .await?
             .iter()
-            .map(lite_tenant)
+            .map(tenant_from)
             .collect::<Result<_>>()?,
     };
     Ok(rows.into_iter().map(|(t, _)| t).collect())
@@ -222,7 +189,7 @@ pub(super) async fn due(
             .fetch_all(p)
             .await?
             .iter()
-            .map(pg_tenant)
+            .map(tenant_from)
             .collect::<Result<_>>()?,
         Store::Sqlite(p) => sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(sqlite_ts(now))
@@ -230,7 +197,7 @@ pub(super) async fn due(
             .fetch_all(p)
             .await?
             .iter()
-            .map(lite_tenant)
+            .map(tenant_from)
             .collect::<Result<_>>()?,
     })
 }
