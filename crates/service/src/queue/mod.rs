@@ -53,6 +53,41 @@ pub struct RunRequest<'a> {
     pub requested_by: &'a str,
 }
 
+/// What a request for a run does with the tenant's open run (the newest queued, running or
+/// interrupted one): the rule both databases' `enqueue` follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenRun {
+    /// Queued or running: nothing changes.
+    Active,
+    /// Stopped because someone cancelled it, its worker not yet having recorded it so: it is
+    /// closed as cancelled, and a new run is queued.
+    Cancelled,
+    /// Interrupted: queued again, its checkpoint kept.
+    Resume,
+    /// Interrupted, but started against another platform: closed as failed, and a new run
+    /// is queued.
+    Abandon,
+}
+
+impl OpenRun {
+    pub(crate) fn of(
+        status: &str,
+        platform: Option<&str>,
+        cancel_requested: bool,
+        wanted_platform: &str,
+    ) -> Self {
+        if status != "interrupted" {
+            OpenRun::Active
+        } else if cancel_requested {
+            OpenRun::Cancelled
+        } else if platform.is_none_or(|p| p == wanted_platform) {
+            OpenRun::Resume
+        } else {
+            OpenRun::Abandon
+        }
+    }
+}
+
 /// A run a worker now holds.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use adsync_store::{Lease, RunId, RunStatus};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{CancelOutcome, Enqueued, RunRequest, Settle};
+use super::{CancelOutcome, Enqueued, OpenRun, RunRequest, Settle};
 use crate::{
     Result, ServiceError,
     audit::{self, Actor, Change},
@@ -64,12 +64,11 @@ pub(crate) async fn enqueue_in(tx: &mut PgConnection, req: &RunRequest<'_>) -> R
         let status: String = row.try_get("status")?;
         let platform: Option<String> = row.try_get("platform")?;
         let cancelled: bool = row.try_get("cancelled")?;
-        if status != "interrupted" {
+        let action = OpenRun::of(&status, platform.as_deref(), cancelled, req.platform);
+        if action == OpenRun::Active {
             return Ok(Enqueued::AlreadyActive(id));
         }
-        if cancelled {
-            // Stopped because someone cancelled it, and its worker has not yet recorded it
-            // as cancelled: it is over, not to be resumed.
+        if action == OpenRun::Cancelled {
             sqlx::query(
                 "UPDATE sync_runs SET status = 'cancelled', lease_expires_at = NULL
                  WHERE id = $1 AND status = 'interrupted'",
@@ -77,7 +76,7 @@ pub(crate) async fn enqueue_in(tx: &mut PgConnection, req: &RunRequest<'_>) -> R
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        } else if platform.as_deref().is_none_or(|p| p == req.platform) {
+        } else if action == OpenRun::Resume {
             sqlx::query(
                 "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
                     run_after = NULL, requested_by = $2, owner = NULL,
