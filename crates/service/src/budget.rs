@@ -309,7 +309,9 @@ impl DbBudget {
             let Some(slot) = next else {
                 let _granting = s.granting.lock().await;
                 if s.local().slots.is_empty() {
-                    self.refill().await?;
+                    // Boxed: the grant's database future is large and rarely needed, and
+                    // inline it would make every take's future (boxed for the client) as big.
+                    Box::pin(self.refill()).await?;
                 }
                 continue;
             };

@@ -140,7 +140,11 @@ impl SyncEngine {
             let result = tokio::select! {
                 biased;
                 _ = ctx.hard.cancelled() => return Err(Stop::Cancelled),
-                r = self.client.sync_campaign(&cid) => r,
+                // Boxed where it is awaited: the call's state is some kilobytes, and a run
+                // keeps a window's worth of sync_one futures in its FuturesUnordered, which
+                // copies each one several times when it is pushed (callgrind, 100 tenants:
+                // those copies were a seventh of the service's instructions).
+                r = Box::pin(self.client.sync_campaign(&cid)) => r,
             };
             match result {
                 Ok(_) => {
@@ -168,13 +172,16 @@ impl SyncEngine {
                     // The platform says the campaign is gone (removed after it was listed):
                     // not a failure of the run. A later listing that has it clears the mark.
                     self.breaker.record_success();
-                    return self.campaign_gone(ctx, &id, &message).await;
+                    // Boxed, as the store calls below: a database future is some kilobytes,
+                    // and inline it would make every sync_one future (a window's worth of
+                    // which wait in the run's FuturesUnordered) as large.
+                    return Box::pin(self.campaign_gone(ctx, &id, &message)).await;
                 }
                 Err(e) if !e.is_transient() => {
                     // The platform answered, about this campaign only (a 404, a 4xx, an answer
                     // of the wrong shape): a dead letter with the reason.
                     self.breaker.record_success();
-                    return self.dead_letter_sync(ctx, &id, e.to_string()).await;
+                    return Box::pin(self.dead_letter_sync(ctx, &id, e.to_string())).await;
                 }
                 Err(e) => {
                     // Only failures while the platform is otherwise healthy count against
@@ -183,13 +190,12 @@ impl SyncEngine {
                         rounds += 1;
                     }
                     if rounds >= self.config.campaign_attempts {
-                        return self
-                            .dead_letter_sync(
-                                ctx,
-                                &id,
-                                format!("gave up after {rounds} rounds of retries: {e}"),
-                            )
-                            .await;
+                        return Box::pin(self.dead_letter_sync(
+                            ctx,
+                            &id,
+                            format!("gave up after {rounds} rounds of retries: {e}"),
+                        ))
+                        .await;
                     }
                     tracing::warn!(campaign = %id, error = %e, "sync failed after retries; trying again");
                 }
