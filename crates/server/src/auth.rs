@@ -1,8 +1,15 @@
-//! Authentication: `Authorization: Bearer <key>` checked by `api_keys::authenticate` before
-//! any protected handler runs (401 otherwise), and the [`Caller`] it leaves for handlers: who
-//! (the principal, which tenant it sees) and, for the audit log, the key id and the client's
-//! address. A tenant key is told 404 for anything outside its tenant, admin endpoints included,
-//! so it cannot learn what exists. The key itself is never logged or kept.
+//! Authentication: `Authorization: Bearer <key>`, or the dashboard's session cookie
+//! ([`SESSION_COOKIE`], set by `POST /api/v1/session`), checked by `api_keys::authenticate`
+//! before any protected handler runs (401 otherwise), and the [`Caller`] it leaves for
+//! handlers: who (the principal, which tenant it sees) and, for the audit log, the key id and
+//! the client's address. A tenant key is told 404 for anything outside its tenant, admin
+//! endpoints included, so it cannot learn what exists. The key itself is never logged.
+//!
+//! **CSRF.** The cookie is `HttpOnly; SameSite=Strict`, so another site's page cannot send it.
+//! Beyond that, a request authenticated by the cookie that changes something must carry the
+//! header [`CSRF_HEADER`] (a page of another origin cannot add a custom header without a CORS
+//! preflight, which this server never grants), and any cookie request whose `Origin` is not
+//! this server is refused (this covers the WebSocket handshake, which has no preflight).
 
 use std::net::SocketAddr;
 
@@ -12,7 +19,7 @@ use adsync_service::{
 };
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request, State},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, Method, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -70,12 +77,80 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The dashboard's session cookie: the API key the user signed in with, `HttpOnly` (no
+/// script reads it) and `SameSite=Strict`. Revoking the key ends the session.
+pub const SESSION_COOKIE: &str = "adsync_session";
+
+/// The header a cookie-authenticated request that changes something must carry (any value).
+pub const CSRF_HEADER: &str = "x-adsync-csrf";
+
 /// The key of `Authorization: Bearer <key>` (the scheme in any case).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+/// The value of the session cookie, if the request has one.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// Where a request's key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeySource {
+    Bearer,
+    Cookie,
+}
+
+/// The request's key and where it came from: the bearer header first, then the cookie.
+pub(crate) fn request_key(headers: &HeaderMap) -> Option<(&str, KeySource)> {
+    bearer(headers)
+        .map(|k| (k, KeySource::Bearer))
+        .or_else(|| session_cookie(headers).map(|k| (k, KeySource::Cookie)))
+}
+
+/// Whether the request's `Origin` (if any) is this server, as the `Host` header names it.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let (Ok(origin), Some(Ok(host))) = (
+        origin.to_str(),
+        headers.get(header::HOST).map(|h| h.to_str()),
+    ) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+/// Refuses a cookie-authenticated request that another origin may have forged: a foreign
+/// `Origin`, or a change without [`CSRF_HEADER`].
+pub(crate) fn check_cookie_request(method: &Method, headers: &HeaderMap) -> ApiResult<()> {
+    if !same_origin(headers) {
+        return Err(ApiError::forbidden(
+            "a request from another origin cannot use the dashboard's session cookie",
+        ));
+    }
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe && !headers.contains_key(CSRF_HEADER) {
+        return Err(ApiError::forbidden(format!(
+            "a change made with the session cookie needs the header `{CSRF_HEADER}: 1` \
+             (or use `Authorization: Bearer <key>`)"
+        )));
+    }
+    Ok(())
 }
 
 /// Middleware of the protected routes: 401 unless the key is valid; else the [`Caller`] goes
@@ -85,9 +160,14 @@ pub(crate) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(key) = bearer(req.headers()) else {
+    let Some((key, source)) = request_key(req.headers()) else {
         return ApiError::unauthorized().into_response();
     };
+    if source == KeySource::Cookie
+        && let Err(e) = check_cookie_request(req.method(), req.headers())
+    {
+        return e.into_response();
+    }
     let service = &state.service;
     let principal =
         match api_keys::authenticate(&service.store, service.admin_key.as_deref(), key).await {
@@ -126,5 +206,46 @@ mod tests {
         assert_eq!(bearer(&with("Basic dXNlcjpwdw==")), None);
         assert_eq!(bearer(&with("Bearer ")), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_the_bearer_header_wins() {
+        let h = headers(&[("cookie", "a=1; adsync_session=adk_s ; b=2")]);
+        assert_eq!(request_key(&h), Some(("adk_s", KeySource::Cookie)));
+        let h = headers(&[("cookie", "a=1"), ("cookie", "adsync_session=adk_t")]);
+        assert_eq!(session_cookie(&h), Some("adk_t"));
+        assert_eq!(session_cookie(&headers(&[("cookie", "adsync_session=")])), None);
+        let h = headers(&[
+            ("cookie", "adsync_session=adk_s"),
+            ("authorization", "Bearer adk_b"),
+        ]);
+        assert_eq!(request_key(&h), Some(("adk_b", KeySource::Bearer)));
+    }
+
+    #[test]
+    fn cookie_changes_need_the_csrf_header_and_this_origin() {
+        let host = ("host", "127.0.0.1:8080");
+        assert!(check_cookie_request(&Method::GET, &headers(&[host])).is_ok());
+        assert!(check_cookie_request(&Method::POST, &headers(&[host])).is_err());
+        assert!(check_cookie_request(&Method::POST, &headers(&[host, (CSRF_HEADER, "1")])).is_ok());
+        let same = ("origin", "http://127.0.0.1:8080");
+        assert!(check_cookie_request(&Method::GET, &headers(&[host, same])).is_ok());
+        let foreign = ("origin", "https://evil.example");
+        assert!(check_cookie_request(&Method::GET, &headers(&[host, foreign])).is_err());
+        assert!(
+            check_cookie_request(&Method::POST, &headers(&[host, foreign, (CSRF_HEADER, "1")]))
+                .is_err()
+        );
     }
 }

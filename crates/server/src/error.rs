@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// `unauthorized`, `not_found`, `bad_request`, `invalid`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `method_not_allowed`, `unavailable`,
+    /// `forbidden`, `payload_too_large`, `unsupported_media_type`, `method_not_allowed`, `unavailable`,
     /// `internal`.
     #[schema(example = "invalid")]
     pub error: &'static str,
@@ -56,6 +56,11 @@ impl ApiError {
             "unauthorized",
             "send a valid API key as `Authorization: Bearer <key>`",
         )
+    }
+
+    /// 403: refused whoever asks (a cookie request another site may have forged).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 404 for `what` (also what a caller gets for something it may not see).

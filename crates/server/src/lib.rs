@@ -10,11 +10,13 @@
 //! listener until a cancellation token fires, finishing the requests in flight.
 
 mod auth;
+mod dashboard;
 mod error;
 mod extract;
 mod observe;
 mod openapi;
 mod routes;
+mod session;
 mod views;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -71,17 +73,28 @@ pub fn app_with(service: Service, options: ServerOptions) -> Router {
                 .expect("the OpenAPI document serializes"),
         ),
     };
-    let protected = routes::protected().route_layer(middleware::from_fn_with_state(
+    let protected = protected_routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::authenticate,
     ));
-    let (router, _) = protected.merge(routes::public()).split_for_parts();
+    let (router, _) = protected.merge(public_routes()).split_for_parts();
     router
+        .merge(dashboard::pages())
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(middleware::from_fn(observe::track))
         .with_state(state)
+}
+
+/// The endpoints that need a key (the middleware is added by [`app_with`]).
+pub(crate) fn protected_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    routes::protected().merge(dashboard::api())
+}
+
+/// The endpoints open to anyone, and the sign-in (which checks the key itself).
+pub(crate) fn public_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    routes::public().merge(session::routes())
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and

@@ -31,6 +31,7 @@ use crate::error::ErrorBody;
         (name = "dead-letters", description = "What could not be listed, stored or synced"),
         (name = "api-keys", description = "Keys of a tenant, and admin keys"),
         (name = "audit", description = "Who changed what, when, from where"),
+        (name = "session", description = "The dashboard's sign-in cookie"),
         (name = "operations", description = "Health, readiness, metrics, this reference"),
     ),
     components(schemas(ErrorBody))
@@ -60,8 +61,8 @@ impl Modify for BearerAuth {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
     DOC.get_or_init(|| {
-        crate::routes::protected()
-            .merge(crate::routes::public())
+        crate::protected_routes()
+            .merge(crate::public_routes())
             .into_openapi()
     })
     .clone()

@@ -7,6 +7,8 @@
 //! repeats or skips a row whatever is inserted meanwhile, and deep pages cost what the first
 //! one does.
 
+pub mod overview;
+
 use std::{fmt, str::FromStr};
 
 use adsync_store::{RunId, Store, sqlite_ts};

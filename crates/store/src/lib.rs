@@ -274,6 +274,16 @@ impl Store {
         dispatch!(self, runs(tenant, limit))
     }
 
+    /// The latest `per_tenant` runs of every tenant (or of `tenant`), grouped by tenant,
+    /// newest first within each: the dashboard's overview in one query.
+    pub async fn recent_runs(
+        &self,
+        tenant: Option<&str>,
+        per_tenant: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        dispatch!(self, recent_runs(tenant, per_tenant))
+    }
+
     /// The warnings recorded on a run.
     pub async fn run_warnings(&self, run: RunId) -> Result<Vec<StoredWarning>, StoreError> {
         dispatch!(self, run_warnings(run))

@@ -50,6 +50,20 @@ pub fn run_columns() -> String {
     )
 }
 
+/// The latest `limit` runs of each tenant (or of one tenant), newest first per tenant: the
+/// overview's run history. `tenant` and `limit` are the backend's placeholders; a NULL tenant
+/// means every tenant.
+pub fn recent_runs_sql(tenant: &str, limit: &str) -> String {
+    format!(
+        "SELECT {} FROM (
+             SELECT s.*, row_number() OVER (PARTITION BY s.tenant_id ORDER BY s.id DESC) AS rn
+             FROM sync_runs s WHERE s.tenant_id IS NOT NULL
+               AND ({tenant} IS NULL OR s.tenant_id = {tenant})
+         ) r WHERE r.rn <= {limit} ORDER BY r.tenant_id, r.id DESC",
+        run_columns()
+    )
+}
+
 /// Reads a timestamp column of a row; each backend stores them its own way.
 pub type TsReader<'r, R> = &'r dyn Fn(&'r R, &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 

@@ -218,6 +218,23 @@ pub async fn run(pool: &PgPool, id: RunId) -> Result<Option<RunRecord>, StoreErr
     .transpose()
 }
 
+pub async fn recent_runs(
+    pool: &PgPool,
+    tenant: Option<&str>,
+    per_tenant: u32,
+) -> Result<Vec<RunRecord>, StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(crate::sql::recent_runs_sql(
+        "CAST($1 AS TEXT)", "$2",
+    )))
+    .bind(tenant)
+    .bind(i64::from(per_tenant))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(record)
+    .collect()
+}
+
 pub async fn runs(pool: &PgPool, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sync_runs r WHERE r.tenant_id = $1 ORDER BY r.id DESC LIMIT $2",

@@ -1,0 +1,181 @@
+//! The dashboard's overview in a few grouped queries, whatever the number of tenants: per
+//! tenant its campaigns and open dead letters; in all, today's runs by outcome and the 429s
+//! they met. (The run history of every tenant is [`adsync_store::Store::recent_runs`].)
+
+use std::collections::{BTreeMap, HashMap};
+
+use adsync_store::Store;
+use chrono::{DateTime, Utc};
+
+use crate::{Result, row::AnyRow};
+
+/// What a tenant holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantCounts {
+    /// Campaigns not marked removed.
+    pub campaigns: i64,
+    /// Dead letters not yet resolved.
+    pub open_dead_letters: i64,
+}
+
+/// Runs started since a moment, for every tenant (or one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    /// Runs by status (`succeeded`, `partial`, `failed`, `running`, ...).
+    pub by_status: BTreeMap<String, i64>,
+    /// 429s those runs met.
+    pub rate_limited: i64,
+}
+
+const COUNTS: &str = "
+    SELECT t.id AS tenant_id,
+        (SELECT count(*) FROM campaigns c WHERE c.tenant_id = t.id AND c.removed_at IS NULL)
+            AS campaigns,
+        (SELECT count(*) FROM dead_letters d WHERE d.tenant_id = t.id AND NOT d.resolved)
+            AS open_dead_letters
+    FROM tenants t";
+
+/// Campaigns and open dead letters of every tenant (or of `tenant`), by tenant id.
+pub async fn tenant_counts(
+    store: &Store,
+    tenant: Option<&str>,
+) -> Result<HashMap<String, TenantCounts>> {
+    fn read(r: &impl AnyRow) -> Result<(String, TenantCounts)> {
+        Ok((
+            r.text("tenant_id")?,
+            TenantCounts {
+                campaigns: r.int("campaigns")?,
+                open_dead_letters: r.int("open_dead_letters")?,
+            },
+        ))
+    }
+    match store {
+        Store::Postgres(p) => {
+            let sql = format!("{COUNTS} WHERE CAST($1 AS TEXT) IS NULL OR t.id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(read)
+                .collect()
+        }
+        Store::Sqlite(p) => {
+            let sql = format!("{COUNTS} WHERE ?1 IS NULL OR t.id = ?1");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(read)
+                .collect()
+        }
+    }
+}
+
+const TOTALS: &str = "
+    SELECT status, count(*) AS runs, CAST(coalesce(sum(rate_limited), 0) AS BIGINT) AS limited
+    FROM sync_runs";
+
+/// Runs started at or after `since` (of `tenant`, or of every tenant), by status.
+pub async fn run_totals(
+    store: &Store,
+    tenant: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<RunTotals> {
+    fn fold(rows: &[impl AnyRow]) -> Result<RunTotals> {
+        let mut totals = RunTotals::default();
+        for r in rows {
+            totals.by_status.insert(r.text("status")?, r.int("runs")?);
+            totals.rate_limited += r.int("limited")?;
+        }
+        Ok(totals)
+    }
+    match store {
+        Store::Postgres(p) => {
+            let sql = format!(
+                "{TOTALS} WHERE started_at >= $2 AND status <> 'queued'
+                   AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) GROUP BY status"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(since)
+                .fetch_all(p)
+                .await?;
+            fold(&rows)
+        }
+        Store::Sqlite(p) => {
+            // Timestamps are RFC 3339 text in UTC, written by one encoder: they sort as text.
+            let sql = format!(
+                "{TOTALS} WHERE started_at >= ?2 AND status <> 'queued'
+                   AND (?1 IS NULL OR tenant_id = ?1) GROUP BY status"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(since)
+                .fetch_all(p)
+                .await?;
+            fold(&rows)
+        }
+    }
+}
+
+/// A worker as the runs it holds show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerHolding {
+    /// The lease owner (`host:pid:slot` style name the worker gave itself).
+    pub worker: String,
+    /// The runs it holds, oldest first.
+    pub runs: Vec<i64>,
+    /// Its latest heartbeat over those runs.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// The earliest expiry of its leases (past: it stopped renewing).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// When its oldest run started.
+    pub oldest_started_at: Option<DateTime<Utc>>,
+}
+
+const HOLDINGS: &str = "SELECT owner, id, heartbeat_at, lease_expires_at, started_at
+    FROM sync_runs WHERE status = 'running' AND owner IS NOT NULL ORDER BY owner, id";
+
+/// Every worker that holds a running run, from the leases alone (a worker holding nothing
+/// leaves no trace in the database).
+pub async fn workers(store: &Store) -> Result<Vec<WorkerHolding>> {
+    fn fold(rows: &[impl AnyRow]) -> Result<Vec<WorkerHolding>> {
+        let mut out: Vec<WorkerHolding> = Vec::new();
+        for r in rows {
+            let owner = r.text("owner")?;
+            let (beat, expires, started) = (
+                r.opt_time("heartbeat_at")?,
+                r.opt_time("lease_expires_at")?,
+                r.opt_time("started_at")?,
+            );
+            match out.last_mut() {
+                Some(w) if w.worker == owner => {
+                    w.runs.push(r.int("id")?);
+                    w.last_heartbeat = w.last_heartbeat.max(beat);
+                    w.lease_expires_at = match (w.lease_expires_at, expires) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    w.oldest_started_at = match (w.oldest_started_at, started) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                _ => out.push(WorkerHolding {
+                    worker: owner,
+                    runs: vec![r.int("id")?],
+                    last_heartbeat: beat,
+                    lease_expires_at: expires,
+                    oldest_started_at: started,
+                }),
+            }
+        }
+        Ok(out)
+    }
+    match store {
+        Store::Postgres(p) => fold(&sqlx::query(HOLDINGS).fetch_all(p).await?),
+        Store::Sqlite(p) => fold(&sqlx::query(HOLDINGS).fetch_all(p).await?),
+    }
+}
