@@ -8,6 +8,7 @@ pub mod audit;
 pub mod budget;
 pub mod dead_letters;
 mod error;
+pub mod events;
 pub mod queue;
 pub mod reads;
 mod row;
@@ -34,6 +35,8 @@ pub struct Service {
     pub tenants: tenants::Tenants,
     /// The run queue.
     pub queue: queue::Queue,
+    /// Live run events: published by workers and the queue, through the database.
+    pub events: events::Events,
     /// The configured admin key (`ADSYNC_ADMIN_KEY`), if any.
     pub admin_key: Option<Arc<SecretString>>,
 }
@@ -45,9 +48,11 @@ impl Service {
         keyring: Arc<vault::Keyring>,
         admin_key: Option<SecretString>,
     ) -> Self {
+        let events = events::Events::new(&store);
         Self {
             tenants: tenants::Tenants::new(store.clone(), keyring),
-            queue: queue::Queue::new(store.clone()),
+            queue: queue::Queue::with_events(store.clone(), events.clone()),
+            events,
             store,
             admin_key: admin_key.map(Arc::new),
         }

@@ -10,10 +10,12 @@ use std::{
     time::Duration,
 };
 
-use adsync_client::{AdClient, ClientConfig, RetryPolicy, SharedBudget, SlidingWindowLimiter};
+use adsync_client::{
+    AdClient, ClientConfig, RetryPolicy, SharedBudget, SlidingWindowLimiter, StatsSnapshot,
+};
 use adsync_domain::RateLimit;
-use adsync_store::{RunId, StopReason};
-use adsync_sync::{BreakerConfig, Outcome, SyncConfig, SyncEngine};
+use adsync_store::{RunCounters, RunId, RunStatus, StopReason};
+use adsync_sync::{BreakerConfig, Outcome, Progress, SyncConfig, SyncEngine};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -21,6 +23,7 @@ use url::Url;
 use crate::{
     Result, Service, ServiceError,
     budget::{BudgetKey, BudgetOptions, DbBudget},
+    events::{Events, RunEvent},
     queue::{Claimed, Settle, platform_backoff},
     tenants::Tenant,
 };
@@ -28,6 +31,9 @@ use crate::{
 /// Listing pages fetched and being stored at once by a worker's runs (each some hundred
 /// kilobytes; the database stores them one transaction at a time).
 const PAGES_AT_ONCE: usize = 32;
+
+/// How often a running run's live counters are published (when they moved).
+const LIVE_EVERY: Duration = Duration::from_millis(500);
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -209,6 +215,9 @@ impl Worker {
                         metrics::counter!("adsync_lease_takeovers_total")
                             .increment(reaped.len() as u64);
                         tracing::warn!(runs = ?reaped, "requeued runs whose lease ran out");
+                        for id in reaped {
+                            self.publish_stored(id, None).await;
+                        }
                     }
                 }
                 self.check_cancellations(&active).await?;
@@ -334,14 +343,35 @@ impl Worker {
                         )
                         .await;
                 }
+                self.publish_stored(id, Some(&run.tenant_id)).await;
                 return;
             }
         };
         let attempts = run.attempts;
-        let report = match engine.run_claimed(run, lease.clone(), cancel).await {
+        let tenant = run.tenant_id.clone();
+        let events = &self.service.events;
+        let live = Live {
+            events: events.clone(),
+            run: id,
+            tenant: tenant.clone(),
+            base: run.counters,
+            progress: engine.progress(),
+            client: engine.client().clone(),
+            client_before: engine.client().stats(),
+        };
+        let started = live.event();
+        events.publish(&started).await;
+        let stop_live = CancellationToken::new();
+        let live_task = tokio::spawn(live.publish_until(started, stop_live.clone()));
+        let result = engine.run_claimed(run, lease.clone(), cancel).await;
+        // The last live event goes out before the final one.
+        stop_live.cancel();
+        let _ = live_task.await;
+        let report = match result {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(run = id, error = %e, "run could not start");
+                self.publish_stored(id, Some(&tenant)).await;
                 return;
             }
         };
@@ -363,15 +393,26 @@ impl Worker {
             }),
             _ => None,
         };
+        let mut status = report.status;
         if let Some(how) = settle {
             match self.service.queue.settle(&lease, how).await {
-                Ok(true) => tracing::info!(run = id, ?how, "run settled"),
+                Ok(true) => {
+                    tracing::info!(run = id, ?how, "run settled");
+                    status = match how {
+                        Settle::Requeue { .. } => RunStatus::Queued,
+                        Settle::Cancel => RunStatus::Cancelled,
+                    };
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(run = id, error = %e, "could not settle the run; the reaper will")
                 }
             }
         }
+        let mut ended = RunEvent::with_counters(id, &tenant, status.as_str(), &report.counters);
+        ended.total_hint = report.listing.reported_total;
+        ended.pending = Some(engine.progress().snapshot().pending);
+        events.publish(&ended).await;
         tracing::info!(
             run = id,
             status = %report.status,
@@ -380,6 +421,23 @@ impl Worker {
             ratio = report.floor_ratio,
             "run ended"
         );
+    }
+
+    /// Publishes the run as stored (after an end the worker did not see through): its status
+    /// and counters. Never fails.
+    async fn publish_stored(&self, id: RunId, tenant: Option<&str>) {
+        match self.service.store.run(id).await {
+            Ok(run) => {
+                let event = RunEvent::with_counters(
+                    id,
+                    tenant.unwrap_or(&run.tenant_id),
+                    run.status.as_str(),
+                    &run.counters,
+                );
+                self.service.events.publish(&event).await;
+            }
+            Err(e) => tracing::debug!(run = id, error = %e, "run event not published"),
+        }
     }
 
     /// An engine for the tenant: its credentials opened, its client paced by the limiter
@@ -439,5 +497,61 @@ impl Worker {
             ..SyncConfig::default()
         };
         Ok(SyncEngine::new(client, self.service.store.clone(), sync))
+    }
+}
+
+/// What a running run's live events are made of: the counters stored when it was claimed
+/// (earlier processes' work) plus this worker's progress and client counters.
+struct Live {
+    events: Events,
+    run: RunId,
+    tenant: String,
+    base: RunCounters,
+    progress: Arc<Progress>,
+    client: AdClient,
+    client_before: StatsSnapshot,
+}
+
+impl Live {
+    /// The run now.
+    fn event(&self) -> RunEvent {
+        let p = self.progress.snapshot();
+        let c = self.client.stats().since(&self.client_before);
+        let b = &self.base;
+        let add = |stored: i64, here: u64| Some(u64::try_from(stored).unwrap_or(0) + here);
+        RunEvent {
+            pages: add(b.pages, p.pages),
+            stored: add(b.campaigns_stored, p.stored),
+            synced: add(b.campaigns_synced, p.synced),
+            dead_lettered: add(b.dead_lettered, p.dead_lettered),
+            pending: Some(p.pending),
+            total_hint: (p.total_hint > 0).then_some(p.total_hint),
+            requests: add(b.requests, c.requests),
+            retries: add(b.retries, c.retries),
+            rate_limited: add(b.rate_limited, c.rate_limited),
+            token_refreshes: add(b.token_refreshes, c.token_refreshes),
+            limiter_wait_ms: Some(
+                (b.limiter_wait_seconds.max(0.0) * 1000.0) as u64 + c.limiter_wait_us / 1000,
+            ),
+            ..RunEvent::status(self.run, &self.tenant, RunStatus::Running.as_str())
+        }
+    }
+
+    /// Publishes the run every [`LIVE_EVERY`] while its counters move, until `stop`.
+    async fn publish_until(self, mut last: RunEvent, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(LIVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.event();
+            if now.changed_since(&last) {
+                self.events.publish(&now).await;
+                last = now;
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@ mod api_keys;
 mod audit;
 mod campaigns;
 mod dead_letters;
+mod events;
 mod ops;
 mod runs;
 mod tenants;
@@ -24,6 +25,7 @@ pub(crate) fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::enqueue, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::cancel))
+        .routes(routes!(events::events))
         .routes(routes!(campaigns::list))
         .routes(routes!(campaigns::metrics))
         .routes(routes!(dead_letters::list))

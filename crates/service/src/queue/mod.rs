@@ -17,7 +17,11 @@ use std::time::Duration;
 use adsync_store::{Lease, RunId, RunRecord, RunStatus, Store};
 use serde::Serialize;
 
-use crate::{Result, audit::Actor};
+use crate::{
+    Result,
+    audit::Actor,
+    events::{Events, RunEvent},
+};
 
 /// What [`Queue::enqueue`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,12 +131,22 @@ pub enum CancelOutcome {
 #[derive(Debug, Clone)]
 pub struct Queue {
     store: Store,
+    events: Events,
 }
 
 impl Queue {
-    /// The queue in `store`'s database (migrated by `Store::connect`).
+    /// The queue in `store`'s database (migrated by `Store::connect`), publishing its events
+    /// through a hub of its own (which reaches every subscriber on PostgreSQL, none on
+    /// SQLite: there, use [`Queue::with_events`]).
     pub fn new(store: Store) -> Self {
-        Self { store }
+        let events = Events::new(&store);
+        Self::with_events(store, events)
+    }
+
+    /// The queue in `store`'s database, publishing a run event when a run is queued or
+    /// cancelled to `events`.
+    pub fn with_events(store: Store, events: Events) -> Self {
+        Self { store, events }
     }
 
     /// The store underneath.
@@ -145,10 +159,15 @@ impl Queue {
     /// against another platform (then it is closed as failed and a new one queued). With an
     /// actor, the change is audited in the same transaction.
     pub async fn enqueue(&self, req: RunRequest<'_>, actor: Option<&Actor>) -> Result<Enqueued> {
-        match &self.store {
-            Store::Postgres(p) => pg::enqueue(p, &req, actor).await,
-            Store::Sqlite(p) => sqlite::enqueue(p, &req, actor).await,
+        let outcome = match &self.store {
+            Store::Postgres(p) => pg::enqueue(p, &req, actor).await?,
+            Store::Sqlite(p) => sqlite::enqueue(p, &req, actor).await?,
+        };
+        if let Enqueued::Queued(run) | Enqueued::Requeued(run) = outcome {
+            let event = RunEvent::status(run, req.tenant, RunStatus::Queued.as_str());
+            self.events.publish(&event).await;
         }
+        Ok(outcome)
     }
 
     /// Claims up to `max` queued runs for `owner` with a lease of `ttl`: fair across
@@ -201,10 +220,21 @@ impl Queue {
     /// Cancels a run: a queued or interrupted one at once, a running one by asking its
     /// worker (which sees it within a second or two and ends it `cancelled`).
     pub async fn cancel(&self, run: RunId, actor: Option<&Actor>) -> Result<CancelOutcome> {
-        match &self.store {
-            Store::Postgres(p) => pg::cancel(p, run, actor).await,
-            Store::Sqlite(p) => sqlite::cancel(p, run, actor).await,
+        let outcome = match &self.store {
+            Store::Postgres(p) => pg::cancel(p, run, actor).await?,
+            Store::Sqlite(p) => sqlite::cancel(p, run, actor).await?,
+        };
+        // A running run's worker publishes its end when it stops.
+        if outcome == CancelOutcome::Cancelled {
+            match self.store.run(run).await {
+                Ok(r) => {
+                    let event = RunEvent::status(run, &r.tenant_id, RunStatus::Cancelled.as_str());
+                    self.events.publish(&event).await;
+                }
+                Err(e) => tracing::debug!(run, error = %e, "run event not published"),
+            }
         }
+        Ok(outcome)
     }
 
     /// Of `runs`, those still running whose cancellation was asked.
