@@ -148,5 +148,6 @@ pub fn print_welcome(demo: &Demo, addr: SocketAddr) {
         "demo admin key (this run only): {}",
         demo.admin_key.expose_secret()
     );
+    println!("dashboard: open http://{addr}/ and sign in with the demo admin key");
     println!("try: curl -s -H \"Authorization: Bearer $KEY\" http://{addr}/api/v1/tenants");
 }

@@ -127,7 +127,9 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let worker = work_store.as_ref().map(|store| {
         let worker = Worker::new(
-            Service::new(store.clone(), keyring.clone(), None),
+            // The API's event hub: on SQLite the dashboard sees this worker's runs only
+            // through it.
+            Service::new(store.clone(), keyring.clone(), None).with_events(service.events.clone()),
             args.work.worker_config(),
         );
         let token = shutdown.clone();
@@ -140,6 +142,9 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = scheduler {
         s.await?;
     }
+    // Live-event sockets are upgraded connections that graceful shutdown does not wait for:
+    // ending their streams closes them cleanly.
+    service.events.close();
     api.await??;
     drop(demo);
     service.store.close().await;

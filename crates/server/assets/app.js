@@ -13,8 +13,10 @@ const OUTCOME_COLOURS = {
 // ---- DOM and formatting helpers -------------------------------------------------------------
 
 function h(tag, attrs, ...children) {
-  const svg = ["svg", "rect", "line", "polyline", "text", "title", "g", "circle", "path"].includes(tag);
-  const el = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
+  // SVG elements by name; "svg:a" is a link inside a chart.
+  const svg = tag.startsWith("svg:") || ["svg", "rect", "line", "polyline", "text", "title", "g", "circle", "path"].includes(tag);
+  const name = tag.replace(/^svg:/, "");
+  const el = svg ? document.createElementNS("http://www.w3.org/2000/svg", name) : document.createElement(name);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
@@ -184,7 +186,7 @@ function runsChart(runs, attrs) {
       h("title", {}, `run ${r.id}: ${r.status}, ${fmtSecs(r.duration_seconds)}, floor ${fmtSecs(r.floor_seconds)}, ${fmtRatio(r.floor_ratio)}`),
       h("rect", { x, y: y(d), width: Math.max(2, bw - 4), height: Math.max(1, H - 18 - y(d)), fill: OUTCOME_COLOURS[r.status] || "#6e7781" }));
     if (r.floor_seconds) g.append(h("line", { x1: x - 1, x2: x + bw - 3, y1: y(r.floor_seconds), y2: y(r.floor_seconds), stroke: "#1b1f24", "stroke-width": 2 }));
-    svg.append(h("a", { href: `#/runs/${r.id}` }, g));
+    svg.append(h("svg:a", { href: `#/runs/${r.id}`, "aria-label": `run ${r.id}` }, g));
   });
   if (!list.length) svg.append(h("text", { x: W / 2 - 30, y: H / 2 }, "no runs yet"));
   return svg;
@@ -200,8 +202,9 @@ function sparkline(runs) {
   const list = runs.slice(0, 12).reverse();
   const svg = h("svg", { class: "spark", width: 84, height: 20, viewBox: "0 0 84 20", role: "img", "aria-label": `${list.length} recent runs` });
   list.forEach((r, i) => {
-    const v = Math.min(3, r.floor_ratio || (RUNNING.has(r.status) ? 1 : 0.3));
-    const hgt = Math.max(2, (v / 3) * 18);
+    // Height: the run's time over its floor (1x: half height, 2x and more: full).
+    const v = Math.min(2, r.floor_ratio || (RUNNING.has(r.status) ? 1 : 0.3));
+    const hgt = Math.max(2, (v / 2) * 18);
     svg.append(h("rect", { x: i * 7, y: 20 - hgt, width: 5, height: hgt, fill: OUTCOME_COLOURS[r.status] || "#6e7781" }, h("title", {}, `${r.status} ${fmtRatio(r.floor_ratio)}`)));
   });
   return svg;
@@ -490,12 +493,22 @@ async function runPage(id) {
     cancel.hidden = finished;
     const w = r.warnings || [];
     warnings.replaceChildren(...(w.length ? w.map((x) => h("li", {}, h("strong", {}, x.kind), `: ${x.message} (×${x.occurrences})`)) : [h("li", { class: "note" }, "No warnings.")]));
-    sample(c.requests, c.retries, c.rate_limited);
+    if (!samples.length) drawTimeline();
   };
+  // Deltas of the counters go into one-second buckets (the last two minutes). The first
+  // reading only primes them: the stored counters may lag the live ones by a whole run.
+  let primed = false;
   const sample = (requests, retries, limited) => {
-    const d = { t: Date.now(), ok: Math.max(0, requests - live.requests - (retries - live.retries) - (limited - live.rate_limited)), retried: Math.max(0, retries - live.retries), limited: Math.max(0, limited - live.rate_limited) };
-    if (samples.length || requests) { samples.push(d); if (samples.length > 120) samples.shift(); }
+    if (!primed) { primed = true; Object.assign(live, { requests, retries, rate_limited: limited }); return drawTimeline(); }
+    const dRetried = Math.max(0, retries - live.retries), dLimited = Math.max(0, limited - live.rate_limited);
+    const dOk = Math.max(0, requests - live.requests - dRetried - dLimited);
     Object.assign(live, { requests, retries, rate_limited: limited });
+    const sec = Math.floor(Date.now() / 1000);
+    let last = samples[samples.length - 1];
+    while (last && last.sec < sec - 1 && samples.length < 400) { last = { sec: last.sec + 1, ok: 0, retried: 0, limited: 0 }; samples.push(last); }
+    if (!last || last.sec !== sec) { last = { sec, ok: 0, retried: 0, limited: 0 }; samples.push(last); }
+    last.ok += dOk; last.retried += dRetried; last.limited += dLimited;
+    while (samples.length > 120) samples.shift();
     drawTimeline();
   };
   const drawTimeline = () => {
@@ -509,7 +522,7 @@ async function runPage(id) {
         if (hh > 0) { y -= hh; svg.append(h("rect", { x: 5 + i * bw, y, width: Math.max(1, bw - 1), height: hh, fill: col }, h("title", {}, `${s[k]} ${k}`))); }
       }
     });
-    svg.append(h("text", { x: 5, y: H - 2 }, samples.length ? `${samples.length} samples since this page opened` : "no requests seen yet"));
+    svg.append(h("text", { x: 5, y: H - 2 }, samples.length ? `requests per second, last ${samples.length} s (max ${max})` : "no requests seen since this page opened"));
     timelineSlot.replaceChildren(svg, h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:#1a7f37" }), "answered"), h("span", {}, h("i", { style: "background:#9a6700" }), "retried"), h("span", {}, h("i", { style: "background:#c0262d" }), "429")));
   };
   const refresh = async () => { try { run = await api("GET", `/api/v1/runs/${id}`); draw(run); } catch { /* the next event retries */ } };
@@ -517,7 +530,6 @@ async function runPage(id) {
   show(h("p", {}, h("a", { href: `#/tenants/${encodeURIComponent(run.tenant_id)}` }, `← ${tenant ? tenant.name : run.tenant_id}`)),
     h("h1", {}, `Run #${id} `, status), h("div", { class: "row" }, cancel),
     h("div", {}, bar, barText), counters, h("h2", {}, "Request timeline"), timelineSlot, h("h2", {}, "Warnings"), warnings);
-  live.requests = run.counters.requests; live.retries = run.counters.retries; live.rate_limited = run.counters.rate_limited;
   draw(run);
 
   // Live: each event of this run updates the counters in place; a status change (or a gap in the
@@ -533,6 +545,8 @@ async function runPage(id) {
       if (typeof ev.limiter_wait_ms === "number") c.limiter_wait_seconds = ev.limiter_wait_ms / 1000;
       if (typeof ev.total_hint === "number" && ev.total_hint > 0) run.listing.reported_total = ev.total_hint;
       draw(run);
+      // Only the live counters feed the timeline (the stored ones may lag a whole run).
+      if (typeof ev.requests === "number") sample(ev.requests, ev.retries || 0, ev.rate_limited || 0);
     } else refresh();
   });
   const poll = setInterval(() => { if (!state.socket || state.socket.readyState !== 1) { if (RUNNING.has(run.status)) refresh(); } }, 2000);

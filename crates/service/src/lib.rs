@@ -57,4 +57,12 @@ impl Service {
             admin_key: admin_key.map(Arc::new),
         }
     }
+
+    /// The same service publishing to `events`: one process's API and workers share one hub,
+    /// which SQLite needs (its events never leave the process) and PostgreSQL does not mind.
+    pub fn with_events(mut self, events: events::Events) -> Self {
+        self.queue = queue::Queue::with_events(self.store.clone(), events.clone());
+        self.events = events;
+        self
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Result, Service, queue::Enqueued};
+use crate::{Result, Service, events::RunEvent, queue::Enqueued};
 
 /// Fires the due ticks once. Returns (fired, skipped).
 pub async fn tick(service: &Service) -> Result<(usize, usize)> {
@@ -36,6 +36,10 @@ pub async fn tick(service: &Service) -> Result<(usize, usize)> {
                 metrics::counter!("adsync_schedule_ticks_total", "outcome" => "queued")
                     .increment(1);
                 tracing::info!(tenant = %tenant.id, run = outcome.run(), "scheduled run queued");
+                service
+                    .events
+                    .publish(&RunEvent::status(outcome.run(), &tenant.id, "queued"))
+                    .await;
             }
             None => {} // another scheduler fired it
         }
