@@ -225,7 +225,10 @@ mod tests {
         assert_eq!(request_key(&h), Some(("adk_s", KeySource::Cookie)));
         let h = headers(&[("cookie", "a=1"), ("cookie", "adsync_session=adk_t")]);
         assert_eq!(session_cookie(&h), Some("adk_t"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "adsync_session=")])), None);
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "adsync_session=")])),
+            None
+        );
         let h = headers(&[
             ("cookie", "adsync_session=adk_s"),
             ("authorization", "Bearer adk_b"),
@@ -244,8 +247,11 @@ mod tests {
         let foreign = ("origin", "https://evil.example");
         assert!(check_cookie_request(&Method::GET, &headers(&[host, foreign])).is_err());
         assert!(
-            check_cookie_request(&Method::POST, &headers(&[host, foreign, (CSRF_HEADER, "1")]))
-                .is_err()
+            check_cookie_request(
+                &Method::POST,
+                &headers(&[host, foreign, (CSRF_HEADER, "1")])
+            )
+            .is_err()
         );
     }
 }

@@ -158,7 +158,10 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 404, description = "Not an admin key", body = ErrorBody),
     ))]
-pub async fn list_workers(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<WorkerList>> {
+pub async fn list_workers(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<WorkerList>> {
     caller.require_admin()?;
     let now = Utc::now();
     let age = |t: Option<DateTime<Utc>>| t.map(|t| (now - t).as_seconds_f64().max(0.0));
@@ -253,7 +256,10 @@ const APP_CSS: &str = include_str!("../assets/app.css");
 /// The page and its two assets (no key needed: they hold no data).
 pub(crate) fn pages() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
         .route(
             "/assets/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),

@@ -224,7 +224,8 @@ pub async fn recent_runs(
     per_tenant: u32,
 ) -> Result<Vec<RunRecord>, StoreError> {
     sqlx::query(sqlx::AssertSqlSafe(crate::sql::recent_runs_sql(
-        "CAST($1 AS TEXT)", "$2",
+        "CAST($1 AS TEXT)",
+        "$2",
     )))
     .bind(tenant)
     .bind(i64::from(per_tenant))

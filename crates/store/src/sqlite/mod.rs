@@ -291,16 +291,14 @@ pub async fn recent_runs(
     tenant: Option<&str>,
     per_tenant: u32,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(crate::sql::recent_runs_sql(
-        "?1", "?2",
-    )))
-    .bind(tenant)
-    .bind(i64::from(per_tenant))
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(record)
-    .collect()
+    sqlx::query(sqlx::AssertSqlSafe(crate::sql::recent_runs_sql("?1", "?2")))
+        .bind(tenant)
+        .bind(i64::from(per_tenant))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(record)
+        .collect()
 }
 
 pub async fn runs(
