@@ -7,9 +7,12 @@
 //! process with subscribers keeps one `LISTEN` connection (started by the first subscriber,
 //! reconnected with a backoff when lost, closed when the last subscriber leaves) that
 //! re-broadcasts to its local subscribers. On SQLite (one process) publishing goes straight to
-//! the local broadcast. Events are hints, never the truth: a subscriber that fell behind, or
+//! the local broadcast. A running run's live counters are coalesced ([`Events::publish_live`]):
+//! one statement a tick carries every run's latest, as JSON arrays. Events are hints, never the truth: a subscriber that fell behind, or
 //! whose hub lost its connection for a while, is told so ([`Received::Missed`]) and should read
 //! the runs again.
+
+mod live;
 
 use std::{
     sync::{Arc, Mutex},
@@ -173,6 +176,8 @@ struct Inner {
     /// Whether the listener task is alive. Its start and its stop (when the last subscriber
     /// left) are decided under this lock, so a new subscriber never finds it half gone.
     running: Mutex<bool>,
+    /// Live events waiting for the next coalesced notification.
+    pending: Mutex<live::Pending>,
     closed: CancellationToken,
 }
 
@@ -186,6 +191,7 @@ impl Events {
                 gaps: watch::channel(0).0,
                 listening: watch::channel(false).0,
                 running: Mutex::new(false),
+                pending: Mutex::default(),
                 closed: CancellationToken::new(),
             }),
         }
@@ -195,6 +201,13 @@ impl Events {
     /// an event that cannot be sent is logged (debug) and counted
     /// (`adsync_events_publish_failures_total`), as no run should stop for its display.
     pub async fn publish(&self, event: &RunEvent) {
+        // A change of status supersedes the run's live counters still waiting to be sent.
+        self.inner
+            .pending
+            .lock()
+            .expect("events lock")
+            .events
+            .remove(&event.run_id);
         if let Err(e) = self.try_publish(event).await {
             metrics::counter!("adsync_events_publish_failures_total").increment(1);
             tracing::debug!(run = event.run_id, error = %e, "run event not published");
@@ -221,6 +234,30 @@ impl Events {
             Store::Sqlite(_) => drop(self.inner.tx.send(event.clone())),
         }
         Ok(())
+    }
+
+    /// Publishes a running run's live counters, coalesced: on PostgreSQL the latest event of
+    /// each run is sent with every other run's in one statement about twice a second; on
+    /// SQLite it goes to the local subscribers at once. Never blocks, never fails.
+    pub fn publish_live(&self, event: RunEvent) {
+        match &self.inner.store {
+            Store::Sqlite(_) => drop(self.inner.tx.send(event)),
+            Store::Postgres(pool) => {
+                let start = {
+                    let mut pending = self.inner.pending.lock().expect("events lock");
+                    pending.events.insert(event.run_id, event);
+                    !std::mem::replace(&mut pending.flushing, true)
+                };
+                if start {
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => drop(rt.spawn(live::flush(self.inner.clone(), pool.clone()))),
+                        Err(_) => {
+                            self.inner.pending.lock().expect("events lock").flushing = false;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Subscribes to the events published from now on. On PostgreSQL, starts the process's
@@ -325,9 +362,13 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool) {
         match next {
             Ok(Some(n)) => {
                 backoff = BACKOFF.0;
-                match serde_json::from_str::<RunEvent>(n.payload()) {
+                match live::parse(n.payload()) {
                     // No subscriber left is not an error: the loop's check stops the task.
-                    Ok(event) => drop(inner.tx.send(event)),
+                    Ok(events) => {
+                        for event in events {
+                            drop(inner.tx.send(event));
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "run events: unreadable payload"),
                 }
             }

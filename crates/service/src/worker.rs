@@ -549,7 +549,7 @@ impl Live {
             }
             let now = self.event();
             if now.changed_since(&last) {
-                self.events.publish(&now).await;
+                self.events.publish_live(now.clone());
                 last = now;
             }
         }
