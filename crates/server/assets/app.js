@@ -256,7 +256,9 @@ async function overviewPage() {
         h("td", {}, t.paused ? badge("paused") : active ? h("a", { href: `#/runs/${active.id}` }, badge(active.status)) : "active"),
         h("td", {}, last ? [badge(last.status), " ", fmtSecs(last.duration_seconds), " · ", fmtRatio(last.floor_ratio)] : "never"),
         h("td", { class: "hide-narrow" }, t.paused ? "—" : fmtTime(t.next_run_at)),
-        h("td", { class: "hide-narrow" }, t.rate_limit),
+        h("td", { class: "hide-narrow" }, t.rate_limit, " ",
+          t.budget_use === null || t.budget_use === undefined ? "" : h("meter", { min: 0, max: 1, value: t.budget_use, title: `${Math.round(t.budget_use * 100)}% of the window used now; ${t.budget_rate_limited} 429s ever`, "aria-label": "Rate budget used now" }),
+          t.budget_use === null || t.budget_use === undefined ? "" : ` ${Math.round(t.budget_use * 100)}%`),
         h("td", { class: "num" }, t.campaigns.toLocaleString()),
         h("td", { class: "num" }, String(t.open_dead_letters)),
         h("td", { class: "hide-narrow" }, sparkline(t.recent_runs)));
@@ -281,7 +283,7 @@ async function overviewPage() {
     h("div", { class: "scroll" }, h("table", { id: "tenants" },
       h("caption", { class: "visually-hidden" }, "Tenants"),
       h("thead", {}, h("tr", {}, h("th", {}, "Tenant"), h("th", {}, "Status"), h("th", {}, "Last run"), h("th", { class: "hide-narrow" }, "Next run"),
-        h("th", { class: "hide-narrow" }, "Rate limit"), h("th", { class: "num" }, "Campaigns"), h("th", { class: "num" }, "Dead letters"), h("th", { class: "hide-narrow" }, "Recent runs"))),
+        h("th", { class: "hide-narrow" }, "Rate limit · budget used"), h("th", { class: "num" }, "Campaigns"), h("th", { class: "num" }, "Dead letters"), h("th", { class: "hide-narrow" }, "Recent runs"))),
       body)));
   await refresh();
   livePage(refresh, (ev) => ev.type === "run" && ["queued", "succeeded", "partial", "failed", "interrupted", "cancelled"].includes(ev.status));

@@ -7,7 +7,12 @@
 
 use std::collections::HashMap;
 
-use adsync_service::{api_keys::Scope, reads::overview};
+use adsync_service::{
+    ServiceError,
+    api_keys::Scope,
+    budget::{self, BudgetKey, BudgetRow},
+    reads::overview,
+};
 use axum::{
     Json, Router,
     extract::State,
@@ -83,6 +88,11 @@ pub struct OverviewTenant {
     pub next_run_at: Option<DateTime<Utc>>,
     /// `N/W`, e.g. `10/60s`.
     pub rate_limit: String,
+    /// The share of its client id's rate budget granted within the last window (0 to 1;
+    /// shared with every tenant of the same platform and client id); `null` before any.
+    pub budget_use: Option<f64>,
+    /// 429s its client id's budget has seen, from every holder.
+    pub budget_rate_limited: Option<i64>,
     /// Campaigns not marked removed.
     pub campaigns: i64,
     /// Dead letters not yet resolved.
@@ -197,7 +207,7 @@ pub async fn get_overview(State(s): State<AppState>, caller: Caller) -> ApiResul
         None => service.tenants.list().await?,
         Some(id) => match service.tenants.get(id).await {
             Ok(t) => vec![t],
-            Err(adsync_service::ServiceError::NotFound(_)) => Vec::new(),
+            Err(ServiceError::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e.into()),
         },
     };
@@ -205,10 +215,11 @@ pub async fn get_overview(State(s): State<AppState>, caller: Caller) -> ApiResul
         .date_naive()
         .and_hms_opt(0, 0, 0)
         .map_or_else(Utc::now, |d| d.and_utc());
-    let (runs, counts, totals) = tokio::try_join!(
+    let (runs, counts, totals, budgets) = tokio::try_join!(
         async { Ok(service.store.recent_runs(scope, RECENT_RUNS).await?) },
         overview::tenant_counts(&service.store, scope),
         overview::run_totals(&service.store, scope, today),
+        async { Ok(budget::all_budgets(&service.store).await?) },
     )?;
     let mut by_tenant: HashMap<String, Vec<RunBrief>> = HashMap::new();
     for run in runs {
@@ -221,6 +232,7 @@ pub async fn get_overview(State(s): State<AppState>, caller: Caller) -> ApiResul
     let mut out = Vec::with_capacity(tenants.len());
     for t in tenants {
         let c = counts.get(&t.id).copied().unwrap_or_default();
+        let budget = BudgetKey::of(&t.api_url, &t.client_id).and_then(|k| budgets.get(&k));
         let view = crate::views::TenantView::from(t);
         out.push(OverviewTenant {
             recent_runs: by_tenant.remove(&view.id).unwrap_or_default(),
@@ -231,6 +243,8 @@ pub async fn get_overview(State(s): State<AppState>, caller: Caller) -> ApiResul
             time_zone: view.time_zone,
             next_run_at: view.next_run_at,
             rate_limit: view.rate_limit,
+            budget_use: budget.map(BudgetRow::use_now),
+            budget_rate_limited: budget.map(|b| b.rate_limited),
             campaigns: c.campaigns,
             open_dead_letters: c.open_dead_letters,
         });

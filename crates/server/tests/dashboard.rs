@@ -240,6 +240,10 @@ async fn the_overview_shows_each_tenants_runs_and_counts_and_a_tenant_key_only_i
         assert_eq!(tenants.len(), 2);
         let alpha = tenants.iter().find(|t| t["id"] == a.as_str()).unwrap();
         assert_eq!(alpha["campaigns"], 1, "the removed one is not counted");
+        assert!(
+            alpha["budget_use"].is_null(),
+            "no budget spent yet: {alpha}"
+        );
         assert_eq!(alpha["recent_runs"][0]["id"], run);
         assert_eq!(alpha["recent_runs"][0]["status"], "running");
         let beta = tenants.iter().find(|t| t["id"] == b.as_str()).unwrap();

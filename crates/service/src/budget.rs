@@ -31,7 +31,7 @@ pub mod planner;
 mod db;
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     fmt,
     sync::{
         Arc, Mutex,
@@ -74,6 +74,14 @@ impl BudgetKey {
             api_url: url.to_string(),
             client_id: client_id.to_owned(),
         }
+    }
+
+    /// The budget of a tenant's platform URL as stored (text) and client id; `None` for a URL
+    /// that does not parse (validated tenants always do).
+    pub fn of(api_url: &str, client_id: &str) -> Option<Self> {
+        Url::parse(api_url)
+            .ok()
+            .map(|url| Self::new(&url, client_id))
     }
 
     /// The normalized platform URL.
@@ -130,6 +138,28 @@ pub struct BudgetRow {
     pub grants: i64,
     /// The budget's clock when read (ms).
     pub now_ms: i64,
+}
+
+impl BudgetRow {
+    /// The share of the window's `N` requests granted within the last window (future
+    /// reservations included), 0 to 1: how busy the client id is right now.
+    pub fn use_now(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        let since = self.now_ms.saturating_sub(self.window_ms);
+        let recent = self.sends.iter().filter(|&&t| t > since).count();
+        (recent as f64 / f64::from(self.requests)).min(1.0)
+    }
+}
+
+/// Every budget in the database, by key: for displays (the overview's budget use).
+pub async fn all_budgets(store: &Store) -> Result<HashMap<BudgetKey, BudgetRow>, StoreError> {
+    Ok(db::all_rows(store)
+        .await?
+        .into_iter()
+        .map(|((api_url, client_id), row)| (BudgetKey { api_url, client_id }, row))
+        .collect())
 }
 
 /// What this [`DbBudget`] did, for benchmarks and logs.

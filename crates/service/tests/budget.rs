@@ -170,6 +170,7 @@ on_both_databases!(
     processes_spending_one_budget_together_never_exceed_it,
     a_429_held_by_one_holder_holds_every_holder,
     a_hold_drops_the_slots_queued_before_it,
+    every_budget_is_listed_with_the_share_of_its_window_in_use,
 );
 
 #[test]
@@ -183,6 +184,23 @@ fn keys_are_normalized_and_hold_no_credentials() {
 
     assert_eq!(a, b);
     assert_eq!(a.api_url(), "http://platform.example/v1/");
+}
+
+async fn every_budget_is_listed_with_the_share_of_its_window_in_use(stores: Vec<Store>) {
+    // Arrange: one slot of four taken in a minute's window.
+    let budget = budget(&stores[0], limit(4, 60_000), Duration::from_millis(10));
+    within_deadline(budget.take_slot()).await.unwrap();
+
+    // Act
+    let all = adsync_service::budget::all_budgets(&stores[1])
+        .await
+        .unwrap();
+
+    // Assert
+    let key = BudgetKey::of("http://platform.example/v1", "shared").expect("a URL");
+    assert_eq!(all.len(), 1);
+    let row = all.get(&key).expect("listed under its normalized key");
+    assert!((row.use_now() - 0.25).abs() < 1e-9, "{}", row.use_now());
 }
 
 async fn a_grant_is_recorded_in_the_budget_row(stores: Vec<Store>) {

@@ -7,7 +7,7 @@ use sqlx::{PgPool, Row, SqlitePool};
 use tokio::time::Instant;
 
 use adsync_domain::RateLimit;
-use adsync_store::{StoreError, sqlite_ts};
+use adsync_store::{Store, StoreError, sqlite_ts};
 
 use super::{Ask, BudgetKey, BudgetRow, DbBudget, Granted, planner};
 
@@ -225,6 +225,48 @@ pub(super) async fn sqlite_row(
     .await?;
     Ok(row.map(budget_row))
 }
+
+/// Every budget row with its key: `api_url, client_id` and the [`RowTuple`] columns.
+type KeyedTuple = (String, String, i64, i64, String, i64, i64, i64, i64);
+
+pub(super) async fn all_rows(
+    store: &Store,
+) -> Result<Vec<(BudgetKeyParts, BudgetRow)>, StoreError> {
+    let rows: Vec<KeyedTuple> = match store {
+        Store::Postgres(pool) => {
+            let sql = format!(
+                "SELECT api_url, client_id, requests::bigint, window_ms, sends, hold_until_ms,
+                        rate_limited, grants, {PG_NOW_MS}
+                 FROM rate_budgets"
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(pool)
+                .await?
+        }
+        Store::Sqlite(pool) => {
+            sqlx::query_as(
+                "SELECT api_url, client_id, requests, window_ms, sends, hold_until_ms,
+                        rate_limited, grants, ?1
+                 FROM rate_budgets",
+            )
+            .bind(Utc::now().timestamp_millis())
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(url, client, r, w, sends, hold, limited, grants, now)| {
+            (
+                (url, client),
+                budget_row((r, w, sends, hold, limited, grants, now)),
+            )
+        })
+        .collect())
+}
+
+/// A budget's key as stored: normalized platform URL and client id.
+pub(super) type BudgetKeyParts = (String, String);
 
 fn budget_row(
     (requests, window_ms, sends, hold_until_ms, rate_limited, grants, now_ms): RowTuple,
