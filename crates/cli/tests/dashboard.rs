@@ -598,7 +598,14 @@ async fn dead_letters_are_dismissed_and_retried_from_the_tenant_page() {
             Method::PATCH,
             &format!("/tenants/{tenant}"),
             &server.admin,
-            Some(json!({ "api_url": fixed.url() })),
+            // A new address needs the credentials again: stored ones never follow it.
+            Some(json!({
+                "api_url": fixed.url(),
+                "credentials": {
+                    "email": adsync_sim::REFERENCE_EMAIL,
+                    "password": adsync_sim::REFERENCE_PASSWORD,
+                },
+            })),
             StatusCode::OK,
         )
         .await;

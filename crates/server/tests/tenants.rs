@@ -409,3 +409,39 @@ async fn the_audit_log_shows_each_change_with_the_key_id_and_the_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_new_platform_address_without_new_credentials_is_refused_and_changes_nothing() {
+    on_postgres(|app| async move {
+        let tenant = app.create_tenant("Moved").await;
+        let (_, key) = app.tenant_key(&tenant).await;
+        let path = format!("/api/v1/tenants/{tenant}");
+        let before = app.get(&path, &app.admin).await.json();
+
+        // The stored password would go to whatever address the tenant names next.
+        let moved = json!({ "api_url": "https://collector.example.net" });
+        for k in [&app.admin, &key] {
+            let reply = app.patch(&path, k, moved.clone()).await;
+            assert_eq!(reply.error(StatusCode::UNPROCESSABLE_ENTITY), "invalid");
+            assert!(
+                reply.json()["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("credentials")
+            );
+        }
+        assert_eq!(app.get(&path, &app.admin).await.json(), before);
+
+        let with_credentials = json!({
+            "api_url": "https://collector.example.net",
+            "credentials": { "email": "new@example.net", "password": "a new one" },
+        });
+        let reply = app.patch(&path, &app.admin, with_credentials).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.json()["api_url"], "https://collector.example.net");
+        // The same address again needs nothing.
+        let same = json!({ "api_url": "https://collector.example.net", "name": "Still here" });
+        assert_eq!(app.patch(&path, &key, same).await.status, StatusCode::OK);
+    })
+    .await;
+}

@@ -270,6 +270,16 @@ impl Tenants {
         let api_url = match &patch.api_url {
             Some(u) => {
                 let u = normalize_api_url(u)?;
+                // The stored password goes to whatever platform the tenant names: moving it
+                // elsewhere without new credentials would let anyone who may edit the tenant
+                // read them back from a server of theirs.
+                if u != current.api_url && patch.credentials.is_none() {
+                    return Err(ServiceError::Invalid(
+                        "changing api_url needs the platform's credentials in the same request \
+                         (the stored ones are never sent to a new address)"
+                            .into(),
+                    ));
+                }
                 fields.insert("api_url".into(), u.clone().into());
                 u
             }
