@@ -81,6 +81,88 @@ fn the_planner_never_lets_n_plus_one_grants_into_one_window_plus_margin() {
     }
 }
 
+// ---- The rule in SQL --------------------------------------------------------------------------
+
+/// `v`, or now and then one of the ends of `i64` (where saturating arithmetic matters).
+fn or_extreme(rng: &mut SmallRng, v: i64) -> i64 {
+    const ENDS: [i64; 6] = [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX];
+    if rng.random_ratio(1, 12) {
+        ENDS[rng.random_range(0..ENDS.len())]
+    } else {
+        v
+    }
+}
+
+/// The planner's rule spelled in PL/pgSQL (`adsync_budget_plan`, which PostgreSQL's grant
+/// applies) answers every request exactly as [`plan`] does: random logs (unsorted, too long,
+/// with extreme entries), nows, limits, margins, holds, wants and horizons.
+#[sqlx::test(migrations = false)]
+async fn the_sql_planner_grants_exactly_what_the_rust_planner_grants(pool: PgPool) {
+    Store::Postgres(pool.clone()).migrate().await.unwrap();
+    for seed in 0..3_000u64 {
+        // Arrange
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let base = rng.random_range(0..2_000_000_000_000i64);
+        let requests = rng.random_range(0..=12u32);
+        let span = rng.random_range(1..=5_000i64);
+        let near = |rng: &mut SmallRng| base + rng.random_range(-2 * span..=2 * span);
+        let len = rng.random_range(0..=2 * requests as usize + 2);
+        let mut log: Vec<i64> = (0..len).map(|_| near(&mut rng)).collect();
+        if rng.random_ratio(1, 2) {
+            log.sort_unstable();
+        }
+        let log: Vec<i64> = log.into_iter().map(|t| or_extreme(&mut rng, t)).collect();
+        let now_ms = near(&mut rng);
+        let hold_until_ms = if rng.random_ratio(1, 3) {
+            near(&mut rng)
+        } else {
+            0
+        };
+        let window_ms = rng.random_range(-5..=span);
+        let margin_ms = rng.random_range(-5..=300i64);
+        let want = if rng.random_ratio(1, 20) {
+            u32::MAX
+        } else {
+            rng.random_range(0..=30)
+        };
+        let horizon_ms = rng.random_range(-5..=span);
+        let req = PlanRequest {
+            log: &log,
+            now_ms: or_extreme(&mut rng, now_ms),
+            requests,
+            window_ms: or_extreme(&mut rng, window_ms),
+            margin_ms: or_extreme(&mut rng, margin_ms),
+            hold_until_ms: or_extreme(&mut rng, hold_until_ms),
+            want,
+            horizon_ms: or_extreme(&mut rng, horizon_ms),
+        };
+
+        // Act
+        let (granted, new_log): (Vec<i64>, Vec<i64>) = sqlx::query_as(
+            "SELECT granted, new_log FROM adsync_budget_plan($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(req.log)
+        .bind(req.now_ms)
+        .bind(i64::from(req.requests))
+        .bind(req.window_ms)
+        .bind(req.margin_ms)
+        .bind(req.hold_until_ms)
+        .bind(i64::from(req.want))
+        .bind(req.horizon_ms)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+        // Assert
+        let expected = plan(&req);
+        assert_eq!(
+            (granted, new_log),
+            (expected.granted, expected.log),
+            "seed {seed}: {req:?}"
+        );
+    }
+}
+
 // ---- Databases --------------------------------------------------------------------------------
 
 /// The URL of the database `sqlx::test` created: `DATABASE_URL` names the server, the pool
