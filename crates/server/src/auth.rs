@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use adsync_service::{
     api_keys::{self, Principal},
     audit::Actor,
+    sessions,
 };
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request, State},
@@ -23,6 +24,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     AppState,
@@ -37,6 +39,9 @@ pub struct Caller {
     pub principal: Principal,
     /// The same, as the audit log records it.
     pub actor: Actor,
+    /// What authenticated it, kept (as a secret) so that a long-lived connection can check it
+    /// again ([`still_valid`]).
+    pub(crate) credential: Credential,
 }
 
 impl Caller {
@@ -77,8 +82,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The dashboard's session cookie: the API key the user signed in with, `HttpOnly` (no
-/// script reads it) and `SameSite=Strict`. Revoking the key ends the session.
+/// The dashboard's session cookie: a session's random token (see
+/// `adsync_service::sessions`), `HttpOnly` (no script reads it) and `SameSite=Strict`.
 pub const SESSION_COOKIE: &str = "adsync_session";
 
 /// The header a cookie-authenticated request that changes something must carry (any value).
@@ -92,35 +97,74 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-/// The value of the session cookie, if the request has one.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+/// Every value of the session cookie the request carries (a browser sends one per path it
+/// was set for).
+pub(crate) fn session_cookies(headers: &HeaderMap) -> Vec<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .filter(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value.trim())
         .filter(|value| !value.is_empty())
+        .collect()
 }
 
-/// Where a request's key came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeySource {
-    Bearer,
-    Cookie,
+/// What a request authenticates with.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    /// `Authorization: Bearer <key>`.
+    Bearer(SecretString),
+    /// The session cookie's token.
+    Session(SecretString),
 }
 
-/// The request's key and where it came from: the bearer header first, then the cookie.
-pub(crate) fn request_key(headers: &HeaderMap) -> Option<(&str, KeySource)> {
-    bearer(headers)
-        .map(|k| (k, KeySource::Bearer))
-        .or_else(|| session_cookie(headers).map(|k| (k, KeySource::Cookie)))
+/// The request's credential: the bearer header first, then the session cookie. `Err` for a
+/// request with several session cookies: one was set by something else on this host (another
+/// port shares the cookie jar), and which one to believe cannot be known.
+pub(crate) fn credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
+    if let Some(key) = bearer(headers) {
+        return Ok(Some(Credential::Bearer(SecretString::from(key))));
+    }
+    match session_cookies(headers).as_slice() {
+        [] => Ok(None),
+        [token] => Ok(Some(Credential::Session(SecretString::from(*token)))),
+        _ => Err(ApiError::unauthorized_with(
+            "the request carries several session cookies (another site on this host may have \
+             set one); sign out and sign in again",
+        )),
+    }
+}
+
+/// Who `credential` belongs to now (`None`: nobody; revoked, expired or never valid).
+pub(crate) async fn principal(
+    state: &AppState,
+    credential: &Credential,
+) -> ApiResult<Option<Principal>> {
+    let service = &state.service;
+    let admin = service.admin_key.as_deref();
+    Ok(match credential {
+        Credential::Bearer(key) => {
+            api_keys::authenticate(&service.store, admin, key.expose_secret()).await?
+        }
+        Credential::Session(token) => {
+            sessions::principal(&service.store, admin, token.expose_secret()).await?
+        }
+    })
+}
+
+/// Whether `caller`'s credential still names the same principal (for connections that
+/// outlive a request: a revoked key or an ended session closes them).
+pub(crate) async fn still_valid(state: &AppState, caller: &Caller) -> ApiResult<bool> {
+    Ok(principal(state, &caller.credential)
+        .await?
+        .is_some_and(|p| p == caller.principal))
 }
 
 /// Whether the request's `Origin` (if any) is this server, as the `Host` header names it.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -160,21 +204,21 @@ pub(crate) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some((key, source)) = request_key(req.headers()) else {
-        return ApiError::unauthorized().into_response();
+    let credential = match credential(req.headers()) {
+        Ok(Some(c)) => c,
+        Ok(None) => return ApiError::unauthorized().into_response(),
+        Err(e) => return e.into_response(),
     };
-    if source == KeySource::Cookie
+    if matches!(credential, Credential::Session(_))
         && let Err(e) = check_cookie_request(req.method(), req.headers())
     {
         return e.into_response();
     }
-    let service = &state.service;
-    let principal =
-        match api_keys::authenticate(&service.store, service.admin_key.as_deref(), key).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return ApiError::unauthorized().into_response(),
-            Err(e) => return ApiError::from(e).into_response(),
-        };
+    let principal = match principal(&state, &credential).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::unauthorized().into_response(),
+        Err(e) => return e.into_response(),
+    };
     let remote_addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -184,7 +228,11 @@ pub(crate) async fn authenticate(
         key_id: key_id.clone(),
         remote_addr,
     };
-    req.extensions_mut().insert(Caller { principal, actor });
+    req.extensions_mut().insert(Caller {
+        principal,
+        actor,
+        credential,
+    });
     let mut response = next.run(req).await;
     response.extensions_mut().insert(KeyId(key_id));
     response
@@ -221,19 +269,29 @@ mod tests {
 
     #[test]
     fn the_session_cookie_is_found_among_others_and_the_bearer_header_wins() {
-        let h = headers(&[("cookie", "a=1; adsync_session=adk_s ; b=2")]);
-        assert_eq!(request_key(&h), Some(("adk_s", KeySource::Cookie)));
-        let h = headers(&[("cookie", "a=1"), ("cookie", "adsync_session=adk_t")]);
-        assert_eq!(session_cookie(&h), Some("adk_t"));
-        assert_eq!(
-            session_cookie(&headers(&[("cookie", "adsync_session=")])),
-            None
+        let h = headers(&[("cookie", "a=1; adsync_session=ads_s ; b=2")]);
+        assert!(
+            matches!(credential(&h), Ok(Some(Credential::Session(t))) if t.expose_secret() == "ads_s")
         );
+        let h = headers(&[("cookie", "a=1"), ("cookie", "adsync_session=ads_t")]);
+        assert_eq!(session_cookies(&h), vec!["ads_t"]);
+        assert!(matches!(
+            credential(&headers(&[("cookie", "adsync_session=")])),
+            Ok(None)
+        ));
         let h = headers(&[
-            ("cookie", "adsync_session=adk_s"),
+            ("cookie", "adsync_session=ads_s"),
             ("authorization", "Bearer adk_b"),
         ]);
-        assert_eq!(request_key(&h), Some(("adk_b", KeySource::Bearer)));
+        assert!(
+            matches!(credential(&h), Ok(Some(Credential::Bearer(k))) if k.expose_secret() == "adk_b")
+        );
+    }
+
+    #[test]
+    fn two_session_cookies_are_refused() {
+        let h = headers(&[("cookie", "adsync_session=ads_a; adsync_session=ads_b")]);
+        assert!(credential(&h).is_err());
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl ApiError {
         )
     }
 
+    /// 401 with a message of its own.
+    pub fn unauthorized_with(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
     /// 403: refused whoever asks (a cookie request another site may have forged).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)

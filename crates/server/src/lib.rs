@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub body_limit: usize,
     /// How long `/readyz` waits for the database's `SELECT 1`.
     pub ready_timeout: Duration,
+    /// How often a live-event socket is pinged (keeps proxies from closing an idle socket,
+    /// finds a dead client) and its credential checked again.
+    pub events_ping: Duration,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +46,7 @@ impl Default for ServerOptions {
             // Every body of this API is a few hundred bytes; 64 KiB leaves room and no more.
             body_limit: 64 * 1024,
             ready_timeout: Duration::from_secs(2),
+            events_ping: Duration::from_secs(20),
         }
     }
 }

@@ -97,7 +97,7 @@ async fn the_page_and_its_assets_are_served_with_a_strict_content_security_polic
 }
 
 #[tokio::test]
-async fn a_signed_in_cookie_works_like_its_key_and_signing_out_clears_it() {
+async fn a_session_cookie_is_not_the_key_works_like_it_and_ends_with_sign_out_or_the_key() {
     on_postgres(|app| async move {
         let tenant = app.create_tenant("Cookie Co").await;
         let other = app.create_tenant("Other Co").await;
@@ -115,6 +115,13 @@ async fn a_signed_in_cookie_works_like_its_key_and_signing_out_clears_it() {
         assert!(!bad.headers.contains_key("set-cookie"));
 
         let cookie = sign_in(&app, &key).await;
+        let token = cookie.trim_start_matches("adsync_session=");
+        assert!(
+            token.starts_with("ads_") && !token.contains(&key),
+            "{cookie}"
+        );
+        // The database keeps a hash of the token, never the token.
+        assert_eq!(app.count("dashboard_sessions").await, 1);
         let (status, me) =
             with_cookie(&app, Method::GET, "/api/v1/session", &cookie, false, None).await;
         assert_eq!(status, StatusCode::OK);
@@ -138,17 +145,40 @@ async fn a_signed_in_cookie_works_like_its_key_and_signing_out_clears_it() {
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
+        // Signing out ends the session on the server: the old cookie is worth nothing.
         let (status, _) =
             with_cookie(&app, Method::DELETE, "/api/v1/session", &cookie, true, None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        // The cookie is the key: revoking the key ends every session made with it.
+        let (status, _) = with_cookie(&app, Method::GET, &path, &cookie, false, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // Two session cookies (one set by another site on this host) are refused.
+        let again = sign_in(&app, &key).await;
+        let both = format!("{again}; adsync_session=ads_planted");
+        let (status, body) = with_cookie(&app, Method::GET, &path, &both, false, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("several"));
+
+        // A session ends with its key.
         app.delete(
             &format!("/api/v1/tenants/{tenant}/api-keys/{key_id}"),
             &app.admin,
         )
         .await;
-        let (status, _) = with_cookie(&app, Method::GET, &path, &cookie, false, None).await;
+        let (status, _) = with_cookie(&app, Method::GET, &path, &again, false, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        // No sign-in from another origin.
+        let foreign = app
+            .client
+            .post(format!("{}/api/v1/session", app.base))
+            .header("origin", "https://evil.example")
+            .json(&json!({ "key": app.admin }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+        assert!(foreign.headers().get("set-cookie").is_none());
     })
     .await;
 }
@@ -291,6 +321,17 @@ async fn the_overview_reads_the_same_on_sqlite() {
         assert_eq!(all["totals"]["runs_today"]["running"], 1);
         let workers = app.get("/api/v1/workers", &app.admin).await.json();
         assert_eq!(workers["data"][0]["runs"], json!([run]));
+        // Sessions work the same on SQLite.
+        let cookie = sign_in(&app, &app.admin).await;
+        let (status, me) =
+            with_cookie(&app, Method::GET, "/api/v1/session", &cookie, false, None).await;
+        assert_eq!((status, me["admin"].clone()), (StatusCode::OK, json!(true)));
+        let (status, _) =
+            with_cookie(&app, Method::DELETE, "/api/v1/session", &cookie, true, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) =
+            with_cookie(&app, Method::GET, "/api/v1/session", &cookie, false, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     })
     .await;
 }

@@ -154,3 +154,40 @@ async fn the_event_stream_refuses_no_key_another_tenant_and_a_plain_get() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stream_closes_once_its_key_is_revoked() {
+    let options = adsync_server::ServerOptions {
+        events_ping: Duration::from_millis(200),
+        ..Default::default()
+    };
+    common::on_postgres_with(options, |app| async move {
+        let tenant = app.create_tenant("Revoked").await;
+        let (key_id, key) = app.tenant_key(&tenant).await;
+        let mut socket = subscribe(&app, "", &key).await;
+
+        let revoke = app
+            .delete(
+                &format!("/api/v1/tenants/{tenant}/api-keys/{key_id}"),
+                &app.admin,
+            )
+            .await;
+        assert_eq!(revoke.status, StatusCode::NO_CONTENT, "{}", revoke.text);
+
+        // Within a few pings the server closes the stream as a policy violation.
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(_)) => {}
+                    other => panic!("the stream ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("closed within the deadline")
+        .expect("a close frame");
+        assert_eq!(u16::from(closed.code), 1008, "{closed:?}");
+    })
+    .await;
+}

@@ -14,6 +14,7 @@ pub mod reads;
 mod row;
 pub mod schedule;
 pub mod scheduler;
+pub mod sessions;
 pub mod tenants;
 pub mod vault;
 pub mod worker;

@@ -21,14 +21,10 @@ use utoipa::IntoParams;
 
 use crate::{
     AppState,
-    auth::Caller,
+    auth::{self, Caller},
     error::{ApiError, ApiResult, ErrorBody},
     extract::ApiQuery,
 };
-
-/// How often the server pings: keeps proxies from closing an idle socket, and finds a dead
-/// client.
-const PING_EVERY: Duration = Duration::from_secs(20);
 
 /// A client that takes longer than this to accept a message is dropped (it reconnects and
 /// reads the runs again).
@@ -60,8 +56,9 @@ struct Hello {
 /// moves (about every 500 ms while its counters change), ends or is cancelled, and
 /// `{"type":"lagged"}` when events were lost (the client fell behind, or the server's
 /// connection to the database dropped): read the runs again. A ping every 20 s. Filters:
-/// `tenant`, `run`. A tenant key receives only its tenant's runs. The server closes the socket
-/// (1001) when it shuts down; a client reconnects and reads the runs again.
+/// `tenant`, `run`. A tenant key receives only its tenant's runs. The credential is checked
+/// again with every ping: a revoked key or an ended session closes the socket (1008). The
+/// server closes it (1001) when it shuts down; a client reconnects and reads the runs again.
 #[utoipa::path(get, operation_id = "run_events", path = "/api/v1/events", tag = "runs",
     params(EventsQuery),
     responses(
@@ -86,7 +83,7 @@ pub async fn events(
     })?;
     // Subscribed before the handshake completes: `hello` means the events flow.
     let subscription = s.service.events.subscribe().await;
-    Ok(upgrade.on_upgrade(move |socket| stream(socket, subscription, caller, query)))
+    Ok(upgrade.on_upgrade(move |socket| stream(s, socket, subscription, caller, query)))
 }
 
 /// Whether the caller of this stream is to see `event`.
@@ -97,6 +94,7 @@ fn wanted(caller: &Caller, query: &EventsQuery, event: &RunEvent) -> bool {
 }
 
 async fn stream(
+    state: AppState,
     mut socket: WebSocket,
     mut subscription: Subscription,
     caller: Caller,
@@ -109,7 +107,8 @@ async fn stream(
     if send(&mut socket, json(&hello)).await.is_err() {
         return;
     }
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let every = state.options.events_ping;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         let message = tokio::select! {
             received = subscription.recv() => match received {
@@ -122,7 +121,15 @@ async fn stream(
                     reason: "the server is shutting down".into(),
                 })),
             },
-            _ = ping.tick() => Message::Ping(Bytes::new()),
+            // Each ping checks the credential again: a revoked key or an ended session
+            // closes the stream (policy violation), whatever it was allowed at the start.
+            _ = ping.tick() => match auth::still_valid(&state, &caller).await {
+                Ok(false) => Message::Close(Some(CloseFrame {
+                    code: close_code::POLICY,
+                    reason: "the key or session is no longer valid; sign in again".into(),
+                })),
+                Ok(true) | Err(_) => Message::Ping(Bytes::new()),
+            },
             incoming = socket.recv() => match incoming {
                 // Pongs, and whatever the client says: nothing to answer.
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return,

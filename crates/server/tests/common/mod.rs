@@ -127,6 +127,16 @@ where
     run(Db::postgres().await, test).await;
 }
 
+/// Runs `test` against a server with `options` on a fresh PostgreSQL database.
+#[allow(dead_code)]
+pub async fn on_postgres_with<F, Fut>(options: adsync_server::ServerOptions, test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run_with(Db::postgres().await, options, test).await;
+}
+
 /// Runs `test` against a server on a fresh SQLite database.
 pub async fn on_sqlite<F, Fut>(test: F)
 where
@@ -137,6 +147,14 @@ where
 }
 
 async fn run<F, Fut>(db: Db, test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    run_with(db, adsync_server::ServerOptions::default(), test).await;
+}
+
+async fn run_with<F, Fut>(db: Db, options: adsync_server::ServerOptions, test: F)
 where
     F: FnOnce(TestApp) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -154,7 +172,7 @@ where
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(adsync_server::serve(
         listener,
-        adsync_server::app(service.clone()),
+        adsync_server::app_with(service.clone(), options),
         shutdown.clone(),
     ));
     let app = TestApp {
