@@ -21,15 +21,10 @@
 //! margin, so a holder whose requests arrive far more unevenly than the others' should be
 //! given a fixed, wider limiter margin.
 //!
-//! **Cost.** On PostgreSQL one grant is one statement, autocommitted: the function
-//! `adsync_budget_grant` (the store's migration `0004_budget_grant.sql`) locks the row, reads
-//! the clock, applies the [`planner`]'s rule (spelled again in PL/pgSQL; property tests keep
-//! the two spellings equal) and writes the log, in one round trip instead of a transaction's
-//! five statements: about half a millisecond on a local PostgreSQL, most of it the commit's
-//! flush. On SQLite it is a `BEGIN IMMEDIATE` transaction around the Rust planner, about a
-//! third of a millisecond. At the platform's 10 requests a minute it is nothing, and
-//! concurrent takers in one process share one grant at a time (`grants_total` and
-//! `grant_seconds` in `metrics`).
+//! **Cost.** One grant is five statements in one transaction (lock, clock, update, and
+//! `BEGIN`/`COMMIT`), about a millisecond on a local PostgreSQL and a tenth of one on SQLite;
+//! at the platform's 10 requests a minute it is nothing, and concurrent takers in one process
+//! share one grant at a time (`grants_total` and `grant_seconds` in `metrics`).
 
 pub mod planner;
 
