@@ -3,7 +3,7 @@
 // as text (never as HTML), charts are SVG drawn here.
 "use strict";
 
-const state = { me: null, page: null, socket: null, socketTries: 0, listeners: new Set() };
+const state = { me: null, page: null, gen: 0, socket: null, socketTries: 0, listeners: new Set() };
 const RUNNING = new Set(["queued", "running"]);
 const OUTCOME_COLOURS = {
   succeeded: "#1a7f37", partial: "#9a6700", failed: "#c0262d", running: "#0b57d0",
@@ -63,7 +63,10 @@ async function api(method, path, body) {
   const res = await fetch(path, init);
   const text = await res.text();
   const data = text ? JSON.parse(text) : null;
-  if (res.status === 401 && path !== "/api/v1/session") { state.me = null; signIn(); throw new ApiError(401, data); }
+  if (res.status === 401 && path !== "/api/v1/session") {
+    if (state.me) signOut(false, "Your session ended (signed out, expired, or its key was revoked). Sign in again.");
+    throw new ApiError(401, data);
+  }
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
 }
@@ -83,9 +86,12 @@ function connect() {
     if (ev.type === "hello" || ev.type === "lagged") ev = { type: "resync" };
     for (const f of state.listeners) f(ev);
   };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
+    if (state.socket !== ws) return; // a socket of an ended session
     state.socket = null; live.textContent = "reconnecting"; live.classList.remove("on");
     if (!state.me) { live.textContent = "offline"; return; }
+    // 1008: the key or session is no longer valid; asking the API ends the session here too.
+    if (e.code === 1008) { api("GET", "/api/v1/session").catch(() => {}); return; }
     const delay = Math.min(10000, 500 * 2 ** state.socketTries++);
     setTimeout(connect, delay);
   };
@@ -96,6 +102,12 @@ function onEvent(f) { state.listeners.add(f); return () => state.listeners.delet
 
 function signIn(message) {
   document.getElementById("nav").hidden = true;
+  const shown = document.getElementById("signin");
+  if (shown) {
+    const e = document.getElementById("signin-error");
+    if (message) { e.hidden = false; e.textContent = message; }
+    return;
+  }
   const key = h("input", { id: "key", name: "key", type: "password", autocomplete: "current-password", required: true });
   const err = h("p", { id: "signin-error", class: "error", role: "alert", hidden: !message }, message || "");
   const form = h("form", { id: "signin", class: "form signin" },
@@ -125,47 +137,77 @@ function started() {
   route();
 }
 
+// Ends the session here (page, listeners, socket) and, when asked, on the server.
+async function signOut(onServer, message) {
+  leavePage();
+  state.me = null;
+  const ws = state.socket;
+  state.socket = null;
+  if (ws) ws.close();
+  const live = document.getElementById("live");
+  live.textContent = "offline"; live.classList.remove("on");
+  if (onServer) await api("DELETE", "/api/v1/session").catch(() => {});
+  signIn(message);
+}
+
 document.addEventListener("DOMContentLoaded", async () => {
-  document.getElementById("signout").addEventListener("click", async () => {
-    await api("DELETE", "/api/v1/session").catch(() => {});
-    state.me = null;
-    if (state.socket) state.socket.close();
-    signIn();
-  });
+  document.getElementById("signout").addEventListener("click", () => signOut(true));
   window.addEventListener("hashchange", route);
   try { state.me = await api("GET", "/api/v1/session"); started(); } catch { signIn(); }
 });
 
 // ---- Router -----------------------------------------------------------------------------------
 
+// Each page gets a handle: `alive()` is false once another page replaced it (a page still
+// loading must then neither draw nor keep listeners), `onLeave` registers its cleanups, and
+// `show` draws only while it is the current page.
+function leavePage() {
+  const p = state.page;
+  state.page = null;
+  state.gen++;
+  if (p) for (const f of p.cleanups.splice(0)) f();
+}
+function newPage() {
+  leavePage();
+  const gen = state.gen;
+  const pg = {
+    cleanups: [],
+    alive: () => gen === state.gen,
+    onLeave(f) { if (pg.alive()) pg.cleanups.push(f); else f(); },
+    show(...nodes) { if (pg.alive()) show(...nodes); return pg.alive(); },
+  };
+  state.page = pg;
+  return pg;
+}
+
 function route() {
   if (!state.me) return signIn();
-  if (state.page && state.page.leave) state.page.leave();
-  state.page = null;
+  const pg = newPage();
   const path = location.hash.replace(/^#/, "") || "/";
   let m;
-  if (path === "/") overviewPage();
-  else if ((m = path.match(/^\/tenants\/([^/]+)$/))) tenantPage(decodeURIComponent(m[1]));
-  else if ((m = path.match(/^\/runs\/(\d+)$/))) runPage(Number(m[1]));
-  else if (path === "/audit") auditPage();
-  else if (path === "/workers") workersPage();
-  else notFound("page");
+  if (path === "/") overviewPage(pg);
+  else if ((m = path.match(/^\/tenants\/([^/]+)$/))) tenantPage(pg, decodeURIComponent(m[1]));
+  else if ((m = path.match(/^\/runs\/(\d+)$/))) runPage(pg, Number(m[1]));
+  else if (path === "/audit") auditPage(pg);
+  else if (path === "/workers") workersPage(pg);
+  else notFound(pg, "page");
   main().focus();
 }
 
-function notFound(what) {
-  show(h("div", { id: "not-found" }, h("h1", {}, "Not found"), h("p", {}, `No such ${what}, or not one this key may see.`), h("a", { href: "#/" }, "Back to the overview")));
+function notFound(pg, what) {
+  pg.show(h("div", { id: "not-found" }, h("h1", {}, "Not found"), h("p", {}, `No such ${what}, or not one this key may see.`), h("a", { href: "#/" }, "Back to the overview")));
 }
 
-// A page refetches its data when a relevant event arrives, at most once a second.
-function livePage(refresh, relevant) {
+// A page refetches its data when a relevant event arrives, at most once a second. Pages
+// subscribe before their first fetch, so that nothing that happens meanwhile is missed.
+function livePage(pg, refresh, relevant) {
   let timer = null;
   const off = onEvent((ev) => {
     if (ev.type !== "resync" && !relevant(ev)) return;
     if (timer) return;
-    timer = setTimeout(() => { timer = null; refresh(); }, 1000);
+    timer = setTimeout(() => { timer = null; if (pg.alive()) refresh(); }, 1000);
   });
-  state.page = { leave() { off(); if (timer) clearTimeout(timer); } };
+  pg.onLeave(() => { off(); if (timer) clearTimeout(timer); });
 }
 
 // ---- Charts -------------------------------------------------------------------------------------
@@ -177,7 +219,7 @@ function runsChart(runs, attrs) {
   const max = Math.max(1, ...list.map((r) => Math.max(r.duration_seconds || 0, r.floor_seconds || 0)));
   const bw = list.length ? Math.min(40, (W - pad - 8) / list.length) : 0;
   const y = (v) => H - 18 - (v / max) * (H - 30);
-  const svg = h("svg", Object.assign({ class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Run durations against the rate-limit floor" }, attrs),
+  const svg = h("svg", Object.assign({ class: "chart", viewBox: `0 0 ${W} ${H}`, role: "group", "aria-label": "Run durations against the rate-limit floor (each bar links to its run)" }, attrs),
     h("text", { x: 2, y: 12 }, fmtSecs(max)), h("text", { x: 2, y: H - 20 }, "0"),
     h("line", { x1: pad, y1: H - 18, x2: W, y2: H - 18, stroke: "#d4d9df" }));
   list.forEach((r, i) => {
@@ -228,8 +270,8 @@ function lineChart(labels, series, attrs) {
 
 // ---- Overview -----------------------------------------------------------------------------------
 
-async function overviewPage() {
-  show(h("h1", {}, "Overview"), h("p", { class: "note" }, "Loading…"));
+async function overviewPage(pg) {
+  pg.show(h("h1", {}, "Overview"), h("p", { class: "note" }, "Loading…"));
   const search = h("input", { id: "tenant-search", type: "search", placeholder: "name or id" });
   const filter = h("select", { id: "tenant-filter" }, ...[["all", "All tenants"], ["active", "Active"], ["paused", "Paused"], ["failing", "Last run not succeeded"], ["running", "Running now"]].map(([v, t]) => h("option", { value: v }, t)));
   const body = h("tbody");
@@ -266,11 +308,11 @@ async function overviewPage() {
     const tot = data.totals, today = tot.runs_today || {};
     const card = (n, l) => h("div", { class: "card" }, h("div", { class: "n" }, String(n)), h("div", { class: "l" }, l));
     cards.replaceChildren(card(tot.tenants, `tenants (${tot.paused} paused)`), card(today.succeeded || 0, "runs succeeded today"),
-      card((today.failed || 0) + (today.partial || 0), "failed or partial today"), card(today.running || 0, "running now"),
+      card((today.failed || 0) + (today.partial || 0), "failed or partial today"), card(data.tenants.filter((t) => t.recent_runs.some((r) => r.status === "running")).length, "running now"),
       card(tot.campaigns.toLocaleString(), "campaigns"), card(tot.rate_limited_today, "429s today"), card(tot.open_dead_letters, "open dead letters"));
   };
   const refresh = async () => {
-    try { data = await api("GET", "/api/v1/overview"); render(); } catch (e) { if (e.status !== 401) main().prepend(errorBox(e)); }
+    try { const d = await api("GET", "/api/v1/overview"); if (pg.alive()) { data = d; render(); } } catch (e) { if (e.status !== 401 && pg.alive()) main().prepend(errorBox(e)); }
   };
   search.addEventListener("input", render);
   filter.addEventListener("change", render);
@@ -278,7 +320,8 @@ async function overviewPage() {
   const newBtn = state.me.admin ? h("button", { id: "new-tenant", type: "button", class: "primary" }, "New tenant") : null;
   const formSlot = h("div");
   if (newBtn) newBtn.addEventListener("click", () => { formSlot.replaceChildren(tenantForm()); formSlot.querySelector("input").focus(); });
-  show(h("div", { class: "row" }, h("h1", {}, "Overview"), newBtn), formSlot, cards,
+  livePage(pg, refresh, (ev) => ev.type === "run" && ev.status !== "running");
+  pg.show(h("div", { class: "row" }, h("h1", {}, "Overview"), newBtn), formSlot, cards,
     h("div", { class: "toolbar" }, field("Search", search), field("Show", filter)),
     h("div", { class: "scroll" }, h("table", { id: "tenants" },
       h("caption", { class: "visually-hidden" }, "Tenants"),
@@ -286,7 +329,6 @@ async function overviewPage() {
         h("th", { class: "hide-narrow" }, "Rate limit · budget used"), h("th", { class: "num" }, "Campaigns"), h("th", { class: "num" }, "Dead letters"), h("th", { class: "hide-narrow" }, "Recent runs"))),
       body)));
   await refresh();
-  livePage(refresh, (ev) => ev.type === "run" && ["queued", "succeeded", "partial", "failed", "interrupted", "cancelled"].includes(ev.status));
 }
 
 function tenantForm() {
@@ -323,10 +365,11 @@ function tenantForm() {
 
 // ---- Tenant page --------------------------------------------------------------------------------
 
-async function tenantPage(id) {
+async function tenantPage(pg, id) {
   const base = `/api/v1/tenants/${encodeURIComponent(id)}`;
   let tenant;
-  try { tenant = await api("GET", base); } catch (e) { return e.status === 404 ? notFound("tenant") : show(errorBox(e)); }
+  try { tenant = await api("GET", base); } catch (e) { return e.status === 404 ? notFound(pg, "tenant") : pg.show(errorBox(e)); }
+  if (!pg.alive()) return;
   const msg = h("p", { class: "note", role: "status", "aria-live": "polite" });
   const syncNow = h("button", { id: "sync-now", type: "button", class: "primary" }, "Sync now");
   syncNow.addEventListener("click", async () => {
@@ -336,7 +379,7 @@ async function tenantPage(id) {
   });
   const pauseBtn = h("button", { id: tenant.paused ? "resume" : "pause", type: "button" }, tenant.paused ? "Resume schedule" : "Pause schedule");
   pauseBtn.addEventListener("click", async () => {
-    try { await api("POST", `${base}/${tenant.paused ? "resume" : "pause"}`); tenantPage(id); } catch (e) { msg.textContent = e.message; }
+    try { await api("POST", `${base}/${tenant.paused ? "resume" : "pause"}`); if (pg.alive()) route(); } catch (e) { msg.textContent = e.message; }
   });
   const chartSlot = h("div"), runsBody = h("tbody"), lettersBody = h("tbody"), metricSlot = h("div");
 
@@ -354,11 +397,11 @@ async function tenantPage(id) {
     lettersBody.replaceChildren(...(letters.length ? letters.map((d) => h("tr", { "data-dead-letter-id": d.id },
       h("td", {}, d.campaign_id), h("td", {}, d.stage), h("td", { class: "wrap" }, d.reason), h("td", { class: "num" }, String(d.attempts)),
       h("td", {}, fmtTime(d.last_failed_at)),
-      h("td", {}, h("button", { type: "button", class: "retry", "aria-label": `Retry ${d.campaign_id}`, onclick: async () => {
+      h("td", {}, h("button", { type: "button", class: "retry", title: "Queues a run that lists and syncs again: every open dead letter of this tenant is retried", "aria-label": `Retry (all open dead letters, from ${d.campaign_id})`, onclick: async () => {
         try { const r = await api("POST", `${base}/dead-letters/retry`); location.hash = `#/runs/${r.id}`; } catch (e) {
           if (e.body && e.body.run_id) location.hash = `#/runs/${e.body.run_id}`; else msg.textContent = e.message;
         }
-      } }, "Retry"), " ", h("button", { type: "button", class: "dismiss", "aria-label": `Dismiss ${d.campaign_id}`, onclick: async () => {
+      } }, "Retry all"), " ", h("button", { type: "button", class: "dismiss", "aria-label": `Dismiss ${d.campaign_id}`, onclick: async () => {
         try { await api("POST", `${base}/dead-letters/dismiss`, { ids: [d.id] }); refreshLetters(); } catch (e) { msg.textContent = e.message; }
       } }, "Dismiss")))) : [h("tr", {}, h("td", { colspan: 6, class: "note" }, "No open dead letters."))]));
   };
@@ -408,7 +451,8 @@ async function tenantPage(id) {
     metricSlot.scrollIntoView({ block: "nearest" });
   };
 
-  show(h("h1", {}, tenant.name),
+  livePage(pg, () => Promise.all([refreshRuns(), refreshLetters(), loadCampaigns(false)]).catch(() => {}), (ev) => ev.tenant_id === id && ev.status !== "running");
+  pg.show(h("h1", {}, tenant.name),
     h("p", { class: "note" }, `${tenant.id} · ${tenant.api_url} · client id ${tenant.client_id} · ${tenant.rate_limit} · `,
       tenant.schedule ? `schedule ${tenant.schedule} (${tenant.time_zone}), next ${fmtTime(tenant.next_run_at)}` : "no schedule", tenant.paused ? " · paused" : ""),
     h("div", { class: "row" }, syncNow, pauseBtn), msg,
@@ -420,8 +464,7 @@ async function tenantPage(id) {
     h("h2", {}, "Dead letters"),
     h("div", { class: "scroll" }, h("table", { id: "dead-letters" }, h("thead", {}, h("tr", {}, ...["Campaign", "Stage", "Reason", "Attempts", "Last failed", ""].map((t) => h("th", {}, t)))), lettersBody)),
     settingsForm(tenant, base));
-  await Promise.all([refreshRuns(), refreshLetters(), loadCampaigns(false)]).catch((e) => msg.textContent = e.message);
-  livePage(() => Promise.all([refreshRuns(), refreshLetters(), loadCampaigns(false)]).catch(() => {}), (ev) => ev.tenant_id === id && ev.status !== "running");
+  await Promise.all([refreshRuns(), refreshLetters(), loadCampaigns(false)]).catch((e) => { msg.textContent = e.message; });
 }
 
 function settingsForm(tenant, base) {
@@ -453,11 +496,15 @@ function settingsForm(tenant, base) {
 
 // ---- Run page (live) ----------------------------------------------------------------------------
 
-async function runPage(id) {
+async function runPage(pg, id) {
   let run, tenant = null;
-  try { run = await api("GET", `/api/v1/runs/${id}`); } catch (e) { return e.status === 404 ? notFound("run") : show(errorBox(e)); }
+  // Events are taken from before the first read (see below); until then they are kept.
+  const early = [];
+  const offEarly = onEvent((ev) => early.push(ev));
+  pg.onLeave(offEarly);
+  try { run = await api("GET", `/api/v1/runs/${id}`); } catch (e) { return e.status === 404 ? notFound(pg, "run") : pg.show(errorBox(e)); }
   try { tenant = await api("GET", `/api/v1/tenants/${encodeURIComponent(run.tenant_id)}`); } catch { /* the run alone is enough */ }
-  const status = h("span", { id: "run-status" });
+  const status = h("span", { id: "run-status", role: "status", "aria-live": "polite" });
   const bar = h("progress", { id: "run-progress", max: 1, value: 0, "aria-label": "Campaigns done" });
   const barText = h("span", { class: "note" });
   const counters = h("dl", { id: "run-counters", class: "counters" });
@@ -486,7 +533,9 @@ async function runPage(id) {
     bar.value = finished && r.status === "succeeded" ? total : Math.min(done, total);
     const left = Math.max(0, total - done);
     const eta = perWindow && !finished ? left / perWindow : null;
-    barText.textContent = `${done} of ${total} campaigns done` + (eta !== null ? ` · about ${fmtSecs(eta)} left at the rate limit` : "");
+    barText.textContent = r.status === "queued" ? "Queued: waiting for a worker."
+      : !r.listing.reported_total && !c.campaigns_stored ? "Listing campaigns…"
+      : `${done} of ${total} campaigns done` + (eta !== null ? ` · about ${fmtSecs(eta)} left at the rate limit` : "");
     const item = (k, v) => h("div", {}, h("dt", {}, k), h("dd", {}, String(v)));
     counters.replaceChildren(item("pages listed", c.pages), item("stored", c.campaigns_stored), item("synced", c.campaigns_synced),
       item("dead-lettered", c.dead_lettered), item("requests", c.requests), item("retries", c.retries), item("429s", c.rate_limited),
@@ -527,17 +576,18 @@ async function runPage(id) {
     svg.append(h("text", { x: 5, y: H - 2 }, samples.length ? `requests per second, last ${samples.length} s (max ${max})` : "no requests seen since this page opened"));
     timelineSlot.replaceChildren(svg, h("div", { class: "legend" }, h("span", {}, h("i", { style: "background:#1a7f37" }), "answered"), h("span", {}, h("i", { style: "background:#9a6700" }), "retried"), h("span", {}, h("i", { style: "background:#c0262d" }), "429")));
   };
-  const refresh = async () => { try { run = await api("GET", `/api/v1/runs/${id}`); draw(run); } catch { /* the next event retries */ } };
+  const refresh = async () => { try { const r = await api("GET", `/api/v1/runs/${id}`); if (pg.alive()) { run = r; draw(run); } } catch { /* the next event retries */ } };
 
-  show(h("p", {}, h("a", { href: `#/tenants/${encodeURIComponent(run.tenant_id)}` }, `← ${tenant ? tenant.name : run.tenant_id}`)),
+  if (!pg.alive()) return;
+  pg.show(h("p", {}, h("a", { href: `#/tenants/${encodeURIComponent(run.tenant_id)}` }, `← ${tenant ? tenant.name : run.tenant_id}`)),
     h("h1", {}, `Run #${id} `, status), h("div", { class: "row" }, cancel),
     h("div", {}, bar, barText), counters, h("h2", {}, "Request timeline"), timelineSlot, h("h2", {}, "Warnings"), warnings);
   draw(run);
 
   // Live: each event of this run updates the counters in place; a status change (or a gap in the
   // stream) refetches the run. Without a socket, a slow poll keeps the page moving.
-  const off = onEvent((ev) => {
-    if (ev.type === "resync") return refresh();
+  const handle = (ev) => {
+    if (ev.type === "resync") { primed = false; return refresh(); }
     if (ev.type !== "run" || ev.run_id !== id) return;
     const c = run.counters;
     if (ev.status === "running" && run.status === "running") {
@@ -550,15 +600,19 @@ async function runPage(id) {
       // Only the live counters feed the timeline (the stored ones may lag a whole run).
       if (typeof ev.requests === "number") sample(ev.requests, ev.retries || 0, ev.rate_limited || 0);
     } else refresh();
-  });
+  };
+  offEarly();
+  pg.onLeave(onEvent(handle));
+  // A status change seen while the page loaded: read the run again.
+  if (early.some((ev) => ev.type === "resync" || (ev.run_id === id && ev.status !== run.status))) refresh();
   const poll = setInterval(() => { if (!state.socket || state.socket.readyState !== 1) { if (RUNNING.has(run.status)) refresh(); } }, 2000);
-  state.page = { leave() { off(); clearInterval(poll); } };
+  pg.onLeave(() => clearInterval(poll));
 }
 
 // ---- Audit log and workers ------------------------------------------------------------------------
 
-async function auditPage() {
-  show(h("h1", {}, "Audit log"), h("p", { class: "note" }, "Loading…"));
+async function auditPage(pg) {
+  pg.show(h("h1", {}, "Audit log"), h("p", { class: "note" }, "Loading…"));
   const body = h("tbody"), more = h("button", { type: "button", hidden: true }, "Older");
   let before = null;
   const load = async (append) => {
@@ -572,12 +626,12 @@ async function auditPage() {
     more.hidden = page.data.length < 100;
   };
   more.addEventListener("click", () => load(true));
-  try { await load(false); } catch (e) { return show(h("h1", {}, "Audit log"), e.status === 404 ? h("p", { id: "not-found" }, "The audit log is for admin keys.") : errorBox(e)); }
-  show(h("h1", {}, "Audit log"), h("div", { class: "scroll" }, h("table", { id: "audit" }, h("thead", {}, h("tr", {}, ...["When", "Who (key)", "What", "Target", "Tenant", "From"].map((t) => h("th", {}, t)))), body)), more);
+  try { await load(false); } catch (e) { return pg.show(h("h1", {}, "Audit log"), e.status === 404 ? h("p", { id: "not-found" }, "The audit log is for admin keys.") : errorBox(e)); }
+  pg.show(h("h1", {}, "Audit log"), h("div", { class: "scroll" }, h("table", { id: "audit" }, h("thead", {}, h("tr", {}, ...["When", "Who (key)", "What", "Target", "Tenant", "From"].map((t) => h("th", {}, t)))), body)), more);
 }
 
-async function workersPage() {
-  show(h("h1", {}, "Workers"), h("p", { class: "note" }, "Loading…"));
+async function workersPage(pg) {
+  pg.show(h("h1", {}, "Workers"), h("p", { class: "note" }, "Loading…"));
   const body = h("tbody");
   const refresh = async () => {
     const page = await api("GET", "/api/v1/workers");
@@ -586,8 +640,8 @@ async function workersPage() {
       h("td", {}, fmtSecs(w.heartbeat_age_seconds)), h("td", {}, fmtSecs(w.oldest_run_seconds)),
       h("td", {}, ...w.runs.map((r) => [h("a", { href: `#/runs/${r}` }, `#${r}`), " "])))) : [h("tr", {}, h("td", { colspan: 6, class: "note" }, "No worker holds a run right now."))]));
   };
-  try { await refresh(); } catch (e) { return show(h("h1", {}, "Workers"), e.status === 404 ? h("p", { id: "not-found" }, "The workers page is for admin keys.") : errorBox(e)); }
-  show(h("h1", {}, "Workers"), h("p", { class: "note" }, "Workers holding runs, by lease: alive while their heartbeat renews the lease."),
+  livePage(pg, () => refresh().catch(() => {}), (ev) => ev.type === "run");
+  try { await refresh(); } catch (e) { return pg.show(h("h1", {}, "Workers"), e.status === 404 ? h("p", { id: "not-found" }, "The workers page is for admin keys.") : errorBox(e)); }
+  pg.show(h("h1", {}, "Workers"), h("p", { class: "note" }, "Workers holding runs, by lease: alive while their heartbeat renews the lease."),
     h("div", { class: "scroll" }, h("table", { id: "workers" }, h("thead", {}, h("tr", {}, ...["Worker", "State", "Runs held", "Last heartbeat", "Oldest run", "Runs"].map((t) => h("th", {}, t)))), body)));
-  livePage(() => refresh().catch(() => {}), (ev) => ev.type === "run");
 }
