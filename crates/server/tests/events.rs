@@ -191,3 +191,52 @@ async fn a_stream_closes_once_its_key_is_revoked() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stale_running_event_after_a_runs_end_is_not_forwarded() {
+    on_sqlite(|app| async move {
+        use adsync_service::events::RunEvent;
+        let mut socket = subscribe(&app, "", &app.admin).await;
+        let events = &app.service.events;
+
+        // A worker's last live event can be delivered after its final one.
+        events
+            .publish(&RunEvent::status(7, "t_any", "succeeded"))
+            .await;
+        events
+            .publish(&RunEvent::status(7, "t_any", "running"))
+            .await;
+        events
+            .publish(&RunEvent::status(8, "t_any", "queued"))
+            .await;
+        // Queued again, the run may run again.
+        events
+            .publish(&RunEvent::status(7, "t_any", "queued"))
+            .await;
+        events
+            .publish(&RunEvent::status(7, "t_any", "running"))
+            .await;
+
+        let seen: Vec<(i64, String)> = {
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                let e = next_json(&mut socket).await;
+                seen.push((
+                    e["run_id"].as_i64().unwrap(),
+                    e["status"].as_str().unwrap().to_owned(),
+                ));
+            }
+            seen
+        };
+        assert_eq!(
+            seen,
+            vec![
+                (7, "succeeded".to_owned()),
+                (8, "queued".to_owned()),
+                (7, "queued".to_owned()),
+                (7, "running".to_owned()),
+            ]
+        );
+    })
+    .await;
+}

@@ -3,7 +3,7 @@
 //! filtered to what the caller sees. Events are hints: on `lagged` (or after a reconnect) the
 //! client reads the runs again.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use adsync_service::events::{Received, RunEvent, Subscription};
 use adsync_store::RunId;
@@ -107,12 +107,32 @@ async fn stream(
     if send(&mut socket, json(&hello)).await.is_err() {
         return;
     }
+    // Runs this stream last told ended: a live `running` event of one of them can only be a
+    // stale one (sent by a worker before its final event, delivered after it) and is dropped,
+    // so that a client never sees a run run again after it ended. A run queued again is
+    // forgotten here.
+    let mut ended: HashSet<RunId> = HashSet::new();
     let every = state.options.events_ping;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         let message = tokio::select! {
             received = subscription.recv() => match received {
-                Some(Received::Event(event)) if wanted(&caller, &query, &event) => json(&event),
+                Some(Received::Event(event)) if wanted(&caller, &query, &event) => {
+                    match event.status.as_str() {
+                        "running" if ended.contains(&event.run_id) => continue,
+                        "running" => {}
+                        "queued" => {
+                            ended.remove(&event.run_id);
+                        }
+                        _ => {
+                            if ended.len() >= 10_000 {
+                                ended.clear();
+                            }
+                            ended.insert(event.run_id);
+                        }
+                    }
+                    json(&event)
+                }
                 Some(Received::Event(_)) => continue,
                 Some(Received::Missed) => Message::text(r#"{"type":"lagged"}"#),
                 // The server is shutting down.
