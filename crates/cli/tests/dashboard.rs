@@ -527,6 +527,51 @@ async fn a_tenant_created_in_the_dashboard_syncs_and_its_run_is_watched_live() {
     .await;
     b.screenshot_of("table#campaigns", "campaign-search").await;
 
+    // A dropped event stream reconnects and catches up: with the socket closed (and kept
+    // closed), a run starts and ends unseen; once it reconnects, the page shows it.
+    b.js(
+        "window.__adsyncConnect = connect; connect = () => {}; state.socket.close();",
+        vec![],
+    )
+    .await;
+    b.until(
+        "the live badge saying the stream is down",
+        "return document.querySelector('#live').textContent !== 'live';",
+        vec![],
+    )
+    .await;
+    let missed = server
+        .api(
+            Method::POST,
+            &format!("/tenants/{tenant}/runs"),
+            &server.admin,
+            None,
+            StatusCode::ACCEPTED,
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(server.until_run_over(missed).await["status"], "succeeded");
+    assert_eq!(
+        b.js(
+            "return !!document.querySelector(`table#runs tr[data-run-id=\"${arguments[0]}\"]`);",
+            vec![json!(missed)],
+        )
+        .await,
+        false,
+        "the page cannot know of the run while its stream is down"
+    );
+    b.js("connect = window.__adsyncConnect; connect();", vec![])
+        .await;
+    b.until(
+        "the missed run listed after the reconnect",
+        "const row = document.querySelector(`table#runs tr[data-run-id=\"${arguments[0]}\"]`);
+         return row && row.textContent.includes('succeeded') && document.querySelector('#live').textContent === 'live';",
+        vec![json!(missed)],
+    )
+    .await;
+    b.screenshot("caught-up").await;
+
     // The overview lists the tenant with a link to its page.
     b.click("a[href=\"#/\"]").await;
     assert_eq!(tenant_rows(&mut b, 1).await, [tenant.as_str()]);
