@@ -527,6 +527,19 @@ async fn a_tenant_created_in_the_dashboard_syncs_and_its_run_is_watched_live() {
     .await;
     b.screenshot_of("table#campaigns", "campaign-search").await;
 
+    // A campaign's metric trends are drawn from its history (one observation per run).
+    b.click("table#campaigns tr[data-campaign-id] button.link")
+        .await;
+    b.until(
+        "the metric trend charts with data",
+        "return document.querySelectorAll('svg#metric-chart circle').length >= 3
+             && !!document.querySelector('svg#rate-chart')
+             && document.querySelectorAll('table#metric-table tbody tr').length >= 1;",
+        vec![],
+    )
+    .await;
+    b.screenshot("metric-trends").await;
+
     // A dropped event stream reconnects and catches up: with the socket closed (and kept
     // closed), a run starts and ends unseen; once it reconnects, the page shows it.
     b.js(

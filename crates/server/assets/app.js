@@ -447,7 +447,14 @@ async function tenantPage(pg, id) {
         { name: "conversion rate", colour: "#c0262d", values: pick((p) => (p.clicks ? p.conversions / p.clicks : null)) },
       ], { id: "rate-chart", "aria-label": "CTR and conversion rate over runs" }),
       h("div", { class: "legend" }, ...[["#0b57d0", "impressions"], ["#1a7f37", "clicks"], ["#9a6700", "conversions"], ["#8250df", "CTR"], ["#c0262d", "conversion rate"]].map(([col, n]) => h("span", {}, h("i", { style: `background:${col}` }), n))),
-      h("p", { class: "note" }, `${hist.length} observations; latest CTR ${hist.length && hist[hist.length - 1].impressions ? ((100 * hist[hist.length - 1].clicks) / hist[hist.length - 1].impressions).toFixed(2) + "%" : "—"}`));
+      h("p", { class: "note" }, `${hist.length} observations (each series scaled to its own maximum); the latest ones:`),
+      h("div", { class: "scroll" }, h("table", { id: "metric-table" },
+        h("thead", {}, h("tr", {}, ...["Observed", "Impressions", "Clicks", "Conversions", "CTR", "Conversion rate"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, ...hist.slice(-10).reverse().map((p) => h("tr", {},
+          h("td", {}, fmtTime(p.observed_at)), h("td", { class: "num" }, p.impressions.toLocaleString()),
+          h("td", { class: "num" }, p.clicks.toLocaleString()), h("td", { class: "num" }, p.conversions.toLocaleString()),
+          h("td", { class: "num" }, p.impressions ? ((100 * p.clicks) / p.impressions).toFixed(2) + "%" : "—"),
+          h("td", { class: "num" }, p.clicks ? ((100 * p.conversions) / p.clicks).toFixed(2) + "%" : "—")))))));
     metricSlot.scrollIntoView({ block: "nearest" });
   };
 
