@@ -49,6 +49,14 @@ pub struct ServiceBenchArgs {
     /// Database connections of the workers (the API has 8 of its own).
     #[arg(long, default_value_t = 16)]
     pool: u32,
+    /// Port of the bench's API (0: any free one; its address is printed on stderr), so that a
+    /// load tool in another process can be pointed at it (`--api-rps 0` then leaves the load
+    /// to that tool).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
+    /// The admin key of the bench's API (a load tool needs it); default: a throwaway one.
+    #[arg(long, env = "ADSYNC_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
     /// Spend each client id's budget in the database (the service's default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     shared_budgets: bool,
@@ -108,7 +116,10 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let keyring = Arc::new(Keyring::new(MasterKey::generate(), Vec::new()));
-    let admin = format!("bench-admin-{}", std::process::id());
+    let admin = args
+        .admin_key
+        .clone()
+        .unwrap_or_else(|| format!("bench-admin-{}", std::process::id()));
     let service = Service::new(
         store.clone(),
         keyring.clone(),
@@ -170,8 +181,12 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
 
     // The API, in this process, under load while the runs go.
     let stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.api_port)).await?;
     let api_url = format!("http://{}", listener.local_addr()?);
+    eprintln!(
+        "API at {api_url}/api/v1 (first tenant {})",
+        tenants.first().map_or("-", |t| t.id.as_str())
+    );
     let api = tokio::spawn(adsync_server::serve(
         listener,
         adsync_server::app(api_service.clone()),
