@@ -643,12 +643,17 @@ async function workersPage(pg) {
   const refresh = async () => {
     const page = await api("GET", "/api/v1/workers");
     body.replaceChildren(...(page.data.length ? page.data.map((w) => h("tr", { "data-worker": w.worker },
-      h("td", {}, w.worker), h("td", {}, w.alive ? "alive" : "lease expired"), h("td", { class: "num" }, String(w.runs_held)),
-      h("td", {}, fmtSecs(w.heartbeat_age_seconds)), h("td", {}, fmtSecs(w.oldest_run_seconds)),
-      h("td", {}, ...w.runs.map((r) => [h("a", { href: `#/runs/${r}` }, `#${r}`), " "])))) : [h("tr", {}, h("td", { colspan: 6, class: "note" }, "No worker holds a run right now."))]));
+      h("td", {}, w.worker), h("td", {}, w.alive ? badge("alive") : h("span", { class: "badge s-failed" }, "silent")),
+      h("td", { class: "num" }, w.slots === null ? String(w.runs_held) : `${w.runs_held} of ${w.slots}`),
+      h("td", {}, w.heartbeat_age_seconds === null ? "—" : `${fmtSecs(w.heartbeat_age_seconds)} ago`),
+      h("td", {}, w.oldest_run_seconds === null ? "—" : fmtSecs(w.oldest_run_seconds)),
+      h("td", { class: "hide-narrow" }, fmtTime(w.started_at)),
+      h("td", {}, ...w.runs.map((r) => [h("a", { href: `#/runs/${r}` }, `#${r}`), " "])))) : [h("tr", {}, h("td", { colspan: 7, class: "note" }, "No worker is registered or holds a run."))]));
   };
   livePage(pg, () => refresh().catch(() => {}), (ev) => ev.type === "run");
   try { await refresh(); } catch (e) { return pg.show(h("h1", {}, "Workers"), e.status === 404 ? h("p", { id: "not-found" }, "The workers page is for admin keys.") : errorBox(e)); }
-  pg.show(h("h1", {}, "Workers"), h("p", { class: "note" }, "Workers holding runs, by lease: alive while their heartbeat renews the lease."),
-    h("div", { class: "scroll" }, h("table", { id: "workers" }, h("thead", {}, h("tr", {}, ...["Worker", "State", "Runs held", "Last heartbeat", "Oldest run", "Runs"].map((t) => h("th", {}, t)))), body)));
+  pg.show(h("h1", {}, "Workers"), h("p", { class: "note" }, "Every worker process: alive while it checks in (about every half lease) and renews the leases of its runs; silent once it stops doing so (a worker that stops cleanly leaves the list)."),
+    h("div", { class: "scroll" }, h("table", { id: "workers" }, h("thead", {}, h("tr", {}, ...["Worker", "State", "Runs held", "Last heartbeat", "Oldest run (lease age)", "Started", "Runs"].map((t) => h("th", {}, t)))), body)));
+  const tick = setInterval(() => refresh().catch(() => {}), 5000);
+  pg.onLeave(() => clearInterval(tick));
 }

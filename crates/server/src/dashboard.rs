@@ -134,8 +134,13 @@ pub struct Overview {
 pub struct WorkerView {
     /// Its name (the lease owner).
     pub worker: String,
-    /// Whether its leases are still renewed (none expired).
+    /// Whether it is alive: its last beat is within its lease ttl, and none of its leases
+    /// ran out.
     pub alive: bool,
+    /// Runs it may hold at once (`null` for a worker known only from its leases).
+    pub slots: Option<i64>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
     /// Runs it holds.
     pub runs_held: usize,
     /// Their ids.
@@ -160,8 +165,9 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(list_workers))
 }
 
-/// Workers that hold running runs, from their leases (admin key): alive while they renew
-/// them, how many runs each holds, and how old its heartbeat is.
+/// Every worker (admin key): registered ones (each beats about every half lease; a worker that
+/// stopped cleanly is gone), and any other that holds a lease. Alive while it beats and renews
+/// its leases; how many runs each holds, and how old its heartbeat is.
 #[utoipa::path(get, path = "/api/v1/workers", tag = "runs",
     responses(
         (status = 200, description = "Workers holding runs", body = WorkerList),
@@ -175,18 +181,47 @@ pub async fn list_workers(
     caller.require_admin()?;
     let now = Utc::now();
     let age = |t: Option<DateTime<Utc>>| t.map(|t| (now - t).as_seconds_f64().max(0.0));
-    let data = overview::workers(&s.service.store)
-        .await?
+    let (registered, holdings) = tokio::try_join!(
+        adsync_service::workers::list(&s.service.store),
+        overview::workers(&s.service.store),
+    )?;
+    let mut holdings: HashMap<String, overview::WorkerHolding> = holdings
         .into_iter()
-        .map(|w| WorkerView {
-            alive: w.lease_expires_at.is_some_and(|e| e > now),
-            runs_held: w.runs.len(),
-            heartbeat_age_seconds: age(w.last_heartbeat),
-            oldest_run_seconds: age(w.oldest_started_at),
-            worker: w.worker,
-            runs: w.runs,
+        .map(|h| (h.worker.clone(), h))
+        .collect();
+    let leases_alive = |h: Option<&overview::WorkerHolding>| {
+        h.is_none_or(|h| h.lease_expires_at.is_some_and(|e| e > now))
+    };
+    let mut data: Vec<WorkerView> = registered
+        .into_iter()
+        .map(|w| {
+            let held = holdings.remove(&w.id);
+            WorkerView {
+                alive: w.alive && leases_alive(held.as_ref()),
+                slots: Some(w.slots),
+                started_at: Some(w.started_at),
+                runs_held: held.as_ref().map_or(0, |h| h.runs.len()),
+                heartbeat_age_seconds: age(held
+                    .as_ref()
+                    .and_then(|h| h.last_heartbeat)
+                    .max(Some(w.seen_at))),
+                oldest_run_seconds: age(held.as_ref().and_then(|h| h.oldest_started_at)),
+                runs: held.map(|h| h.runs).unwrap_or_default(),
+                worker: w.id,
+            }
         })
         .collect();
+    data.extend(holdings.into_values().map(|h| WorkerView {
+        alive: leases_alive(Some(&h)),
+        slots: None,
+        started_at: None,
+        runs_held: h.runs.len(),
+        heartbeat_age_seconds: age(h.last_heartbeat),
+        oldest_run_seconds: age(h.oldest_started_at),
+        worker: h.worker,
+        runs: h.runs,
+    }));
+    data.sort_by(|a, b| a.worker.cmp(&b.worker));
     Ok(Json(WorkerList { data }))
 }
 

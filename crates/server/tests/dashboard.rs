@@ -335,3 +335,62 @@ async fn the_overview_reads_the_same_on_sqlite() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_workers_page_lists_idle_registered_workers_and_tells_a_silent_one() {
+    on_postgres(|app| async move {
+        use std::time::Duration;
+        let started = chrono::Utc::now();
+        adsync_service::workers::beat(&app.store, "idle:1", 4, 0, Duration::from_secs(30), started)
+            .await
+            .unwrap();
+        adsync_service::workers::beat(
+            &app.store,
+            "dead:2",
+            2,
+            1,
+            Duration::from_millis(1),
+            started,
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        let workers = app.get("/api/v1/workers", &app.admin).await.json();
+        let by = |id: &str| {
+            workers["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["worker"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("{id} listed: {workers}"))
+        };
+        let idle = by("idle:1");
+        assert_eq!(
+            (idle["alive"].clone(), idle["slots"].clone()),
+            (json!(true), json!(4))
+        );
+        assert_eq!(idle["runs_held"], 0);
+        assert_eq!(
+            by("dead:2")["alive"],
+            false,
+            "its beat is older than its ttl"
+        );
+
+        // A worker that stops cleanly leaves the list.
+        adsync_service::workers::gone(&app.store, "idle:1")
+            .await
+            .unwrap();
+        let workers = app.get("/api/v1/workers", &app.admin).await.json();
+        assert!(
+            workers["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["worker"] != "idle:1"),
+            "{workers}"
+        );
+    })
+    .await;
+}

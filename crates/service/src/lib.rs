@@ -18,6 +18,7 @@ pub mod sessions;
 pub mod tenants;
 pub mod vault;
 pub mod worker;
+pub mod workers;
 
 pub use error::{Result, ServiceError};
 

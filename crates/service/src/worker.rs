@@ -200,6 +200,7 @@ impl Worker {
         let mut failures = 0u32;
         let mut wake = Wake::listen(&self.service.store).await;
         tracing::info!(owner = %self.config.owner, slots = self.config.slots, "worker started");
+        let started_at = chrono::Utc::now();
         loop {
             // Runs that ended.
             while let Some(done) = tasks.try_join_next() {
@@ -210,6 +211,17 @@ impl Worker {
             let step = async {
                 if tokio::time::Instant::now() >= next_reap {
                     next_reap = tokio::time::Instant::now() + reap_every;
+                    // Alive, for the dashboard's workers page (a worker holding no run leaves
+                    // no other trace).
+                    crate::workers::beat(
+                        &self.service.store,
+                        &self.config.owner,
+                        self.config.slots,
+                        tasks.len(),
+                        self.config.lease_ttl,
+                        started_at,
+                    )
+                    .await?;
                     let reaped = self.service.queue.reap().await?;
                     if !reaped.is_empty() {
                         metrics::counter!("adsync_lease_takeovers_total")
@@ -281,6 +293,9 @@ impl Worker {
         {
             tracing::warn!("runs did not stop within the grace period; their leases will run out");
             tasks.abort_all();
+        }
+        if let Err(e) = crate::workers::gone(&self.service.store, &self.config.owner).await {
+            tracing::warn!(error = %e, "could not remove this worker from the registry");
         }
         Ok(())
     }
