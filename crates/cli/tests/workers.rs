@@ -766,6 +766,20 @@ async fn sigterm_requeues_runs_and_releases_leases() {
     let mut a = cluster.worker("wa").await;
     let run = cluster.enqueue(0).await;
     cluster.until_under_way(0, run, &a).await;
+    let registered = |c: &Cluster| {
+        let pool = c.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM workers")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        registered(&cluster).await,
+        1,
+        "the worker registered itself"
+    );
 
     // Act: SIGTERM A; then worker B takes the queue.
     a.signal("TERM");
@@ -773,6 +787,11 @@ async fn sigterm_requeues_runs_and_releases_leases() {
     let code = a.exit_code(DEADLINE).await;
     let stopped_in = asked.elapsed();
     let handed = cluster.run(run).await;
+    assert_eq!(
+        registered(&cluster).await,
+        0,
+        "a clean stop leaves the registry"
+    );
     let (synced_by_a, _) = syncs(&cluster.sims[0]);
     let b = cluster.worker("wb").await;
     let done = cluster.until_final(&[run], DEADLINE).await.remove(0);
