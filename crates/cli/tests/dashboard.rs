@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use adsync_sim::{Profile, SimConfig, Simulator};
 use browser::Browser;
-use common::{DEADLINE, Running, ScratchPg, TempDir, adsync};
+use common::{DEADLINE, Running, ScratchPg, TempDir, adsync, random_admin_key, random_master_key};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -40,29 +40,6 @@ async fn simulator(campaigns: usize, invalid_every: Option<usize>) -> Simulator 
     })
     .await
     .unwrap()
-}
-
-/// 32 random bytes, from the OS.
-fn random_bytes() -> [u8; 32] {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut bytes)
-        .unwrap();
-    bytes
-}
-
-/// An admin key: any long random string.
-fn random_admin_key() -> String {
-    let hex: String = random_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    format!("adm_{hex}")
-}
-
-/// A master key: base64 of 32 random bytes.
-fn random_master_key() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(random_bytes())
 }
 
 // ---- The server -----------------------------------------------------------------------------

@@ -16,7 +16,10 @@ use std::{
 };
 
 use adsync_sim::{Profile, SimConfig, Simulator};
-use common::{DEADLINE, Running, ScratchPg, TempDir, adsync, all_text, run, user_lines};
+use common::{
+    DEADLINE, Running, ScratchPg, TempDir, adsync, all_text, random_admin_key, random_master_key,
+    run, user_lines,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -39,30 +42,6 @@ async fn simulator() -> Simulator {
     })
     .await
     .unwrap()
-}
-
-/// 32 random bytes, from the OS.
-fn random_bytes() -> [u8; 32] {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut bytes)
-        .unwrap();
-    bytes
-}
-
-/// An admin key: any long random string.
-fn random_admin_key() -> String {
-    let hex: String = random_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    format!("adm_{hex}")
-}
-
-/// A master key made in the test rather than by `adsync keys generate`: base64 of 32
-/// random bytes.
-fn random_master_key() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(random_bytes())
 }
 
 /// The body of a new tenant on `sim`.

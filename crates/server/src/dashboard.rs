@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use adsync_service::{
-    ServiceError,
     api_keys::Scope,
     budget::{self, BudgetKey, BudgetRow},
     reads::overview,
@@ -238,14 +237,7 @@ pub async fn get_overview(State(s): State<AppState>, caller: Caller) -> ApiResul
         Scope::Admin => None,
         Scope::Tenant(t) => Some(t.as_str()),
     };
-    let tenants = match scope {
-        None => service.tenants.list().await?,
-        Some(id) => match service.tenants.get(id).await {
-            Ok(t) => vec![t],
-            Err(ServiceError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        },
-    };
+    let tenants = service.tenants.visible(&caller.principal.scope).await?;
     let today = Utc::now()
         .date_naive()
         .and_hms_opt(0, 0, 0)

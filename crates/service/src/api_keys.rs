@@ -71,6 +71,16 @@ pub fn hash(key: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `prefix` and 32 random bytes in base64url: an API key or a session token.
+pub fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -94,12 +104,7 @@ pub async fn create(
             "name must be at most 200 characters without control characters".into(),
         ));
     }
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    let secret = format!(
-        "adk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
+    let secret = random_secret("adk_");
     let id = format!("key_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
     let now = Utc::now();
     const SQL: &str = "INSERT INTO api_keys (id, tenant_id, key_hash, name, created_by, created_at)

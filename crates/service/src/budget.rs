@@ -155,11 +155,7 @@ impl BudgetRow {
 
 /// Every budget in the database, by key: for displays (the overview's budget use).
 pub async fn all_budgets(store: &Store) -> Result<HashMap<BudgetKey, BudgetRow>, StoreError> {
-    Ok(db::all_rows(store)
-        .await?
-        .into_iter()
-        .map(|((api_url, client_id), row)| (BudgetKey { api_url, client_id }, row))
-        .collect())
+    Ok(db::all_rows(store).await?.into_iter().collect())
 }
 
 /// What this [`DbBudget`] did, for benchmarks and logs.

@@ -7,13 +7,12 @@
 use std::time::Duration;
 
 use adsync_store::{Store, sqlite_ts};
-use base64::Engine;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     Result,
-    api_keys::{Principal, Scope, hash},
+    api_keys::{Principal, Scope, constant_time_eq, hash, random_secret},
     row::AnyRow,
 };
 
@@ -27,12 +26,7 @@ pub async fn open(
     principal: &Principal,
     admin_key: Option<&SecretString>,
 ) -> Result<SecretString> {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    let token = format!(
-        "ads_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
+    let token = random_secret("ads_");
     let admin_hash = (principal.key_id == "admin")
         .then(|| admin_key.map(|k| hash(k.expose_secret())))
         .flatten();
@@ -113,7 +107,7 @@ pub async fn principal(
     };
     if key_id == "admin" {
         let current = admin_key.map(|k| hash(k.expose_secret()));
-        let same = matches!((admin_hash, current), (Some(a), Some(c)) if crate::api_keys::constant_time_eq(a.as_bytes(), c.as_bytes()));
+        let same = matches!((admin_hash, current), (Some(a), Some(c)) if constant_time_eq(a.as_bytes(), c.as_bytes()));
         return Ok(same.then_some(Principal {
             key_id,
             scope: Scope::Admin,

@@ -661,3 +661,26 @@ impl Db {
         }
     }
 }
+
+/// 32 random bytes, from the OS.
+pub fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// An admin key: any long random string.
+pub fn random_admin_key() -> String {
+    let hex: String = random_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("adm_{hex}")
+}
+
+/// A master key made in the test rather than by `adsync keys generate`: base64 of 32
+/// random bytes.
+pub fn random_master_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(random_bytes())
+}

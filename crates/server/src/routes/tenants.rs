@@ -24,14 +24,7 @@ use crate::{
         (status = 401, description = "No valid key", body = ErrorBody),
     ))]
 pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<TenantList>> {
-    let tenants = match &caller.principal.scope {
-        adsync_service::api_keys::Scope::Admin => s.service.tenants.list().await?,
-        adsync_service::api_keys::Scope::Tenant(id) => match s.service.tenants.get(id).await {
-            Ok(t) => vec![t],
-            Err(adsync_service::ServiceError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        },
-    };
+    let tenants = s.service.tenants.visible(&caller.principal.scope).await?;
     Ok(Json(TenantList {
         data: tenants.into_iter().map(Into::into).collect(),
     }))

@@ -229,9 +229,7 @@ pub(super) async fn sqlite_row(
 /// Every budget row with its key: `api_url, client_id` and the [`RowTuple`] columns.
 type KeyedTuple = (String, String, i64, i64, String, i64, i64, i64, i64);
 
-pub(super) async fn all_rows(
-    store: &Store,
-) -> Result<Vec<(BudgetKeyParts, BudgetRow)>, StoreError> {
+pub(super) async fn all_rows(store: &Store) -> Result<Vec<(BudgetKey, BudgetRow)>, StoreError> {
     let rows: Vec<KeyedTuple> = match store {
         Store::Postgres(pool) => {
             let sql = format!(
@@ -256,17 +254,16 @@ pub(super) async fn all_rows(
     };
     Ok(rows
         .into_iter()
-        .map(|(url, client, r, w, sends, hold, limited, grants, now)| {
-            (
-                (url, client),
-                budget_row((r, w, sends, hold, limited, grants, now)),
-            )
-        })
+        .map(
+            |(api_url, client_id, r, w, sends, hold, limited, grants, now)| {
+                (
+                    BudgetKey { api_url, client_id },
+                    budget_row((r, w, sends, hold, limited, grants, now)),
+                )
+            },
+        )
         .collect())
 }
-
-/// A budget's key as stored: normalized platform URL and client id.
-pub(super) type BudgetKeyParts = (String, String);
 
 fn budget_row(
     (requests, window_ms, sends, hold_until_ms, rate_limited, grants, now_ms): RowTuple,

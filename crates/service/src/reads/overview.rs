@@ -78,9 +78,12 @@ pub async fn tenant_counts(
     }
 }
 
+// `{t}`: the tenant filter's placeholder (NULL: every tenant); `{since}`: the start's.
 const TOTALS: &str = "
     SELECT status, count(*) AS runs, CAST(coalesce(sum(rate_limited), 0) AS BIGINT) AS limited
-    FROM sync_runs";
+    FROM sync_runs
+    WHERE started_at >= {since} AND status <> 'queued' AND ({t} IS NULL OR tenant_id = {t})
+    GROUP BY status";
 
 /// Runs started at or after `since` (of `tenant`, or of every tenant), by status.
 pub async fn run_totals(
@@ -98,10 +101,9 @@ pub async fn run_totals(
     }
     match store {
         Store::Postgres(p) => {
-            let sql = format!(
-                "{TOTALS} WHERE started_at >= $2 AND status <> 'queued'
-                   AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) GROUP BY status"
-            );
+            let sql = TOTALS
+                .replace("{t}", "CAST($1 AS TEXT)")
+                .replace("{since}", "$2");
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(tenant)
                 .bind(since)
@@ -111,10 +113,7 @@ pub async fn run_totals(
         }
         Store::Sqlite(p) => {
             // Timestamps are RFC 3339 text in UTC, written by one encoder: they sort as text.
-            let sql = format!(
-                "{TOTALS} WHERE started_at >= ?2 AND status <> 'queued'
-                   AND (?1 IS NULL OR tenant_id = ?1) GROUP BY status"
-            );
+            let sql = TOTALS.replace("{t}", "?1").replace("{since}", "?2");
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(tenant)
                 .bind(since)

@@ -250,6 +250,19 @@ impl Tenants {
         rows::list(&self.store).await
     }
 
+    /// The tenants `scope` sees: every one for an admin, its own (if it still exists) for a
+    /// tenant key.
+    pub async fn visible(&self, scope: &crate::api_keys::Scope) -> Result<Vec<Tenant>> {
+        match scope {
+            crate::api_keys::Scope::Admin => self.list().await,
+            crate::api_keys::Scope::Tenant(id) => match self.get(id).await {
+                Ok(t) => Ok(vec![t]),
+                Err(ServiceError::NotFound(_)) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// Changes a tenant (validated first). A new schedule or time zone, or a resume,
     /// recomputes the next run.
     pub async fn update(
