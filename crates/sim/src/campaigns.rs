@@ -1,11 +1,14 @@
 //! `GET /api/campaigns` and `POST /api/campaigns/{id}/sync`: pages cut by the configured
 //! [`HasMore`] mode, the reference's every-n-th 503, wrong-shape answers and the slow sync.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{ConnectInfo, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -177,6 +180,7 @@ pub async fn sync(
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    extensions: axum::http::Extensions,
 ) -> Response {
     const EP: &str = "sync";
     if let Some(r) =
@@ -213,13 +217,16 @@ pub async fn sync(
     match draw_fault(&state) {
         None => {
             tokio::time::sleep(delay).await;
-            *state
-                .stats
-                .lock()
-                .expect("stats lock")
-                .syncs
-                .entry(id.clone())
-                .or_default() += 1;
+            {
+                let mut stats = state.stats.lock().expect("stats lock");
+                if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+                    let peers = stats.sync_peers.entry(id.clone()).or_default();
+                    if !peers.contains(&peer.ip()) {
+                        peers.push(peer.ip());
+                    }
+                }
+                *stats.syncs.entry(id.clone()).or_default() += 1;
+            }
             state.record(EP, "200");
             Json(body()).into_response()
         }

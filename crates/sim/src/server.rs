@@ -169,7 +169,10 @@ impl Simulator {
         let router = app(state.clone());
         let shutdown = state.shutdown.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
         });

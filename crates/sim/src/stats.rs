@@ -1,6 +1,6 @@
 //! What the simulator saw, for tests to assert on (`GET /__sim/stats`).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,11 @@ pub struct SimStats {
     pub tokens_issued: u64,
     /// Successful sync calls per campaign id.
     pub syncs: BTreeMap<String, u64>,
+    /// Per campaign id, the addresses its successful sync calls came from (distinct, in the
+    /// order first seen; served over a socket only). With workers on separate hosts, a
+    /// campaign synced by two workers shows two.
+    #[serde(default)]
+    pub sync_peers: BTreeMap<String, Vec<IpAddr>>,
     /// Listing calls answered 200 with a well-formed page (the same as
     /// `count("list", "200")`; wrong-shape answers count under `"wrong_shape"`, truncated ones
     /// under `"truncated"`). Scheduled [`Mutation`](crate::Mutation)s count these.
