@@ -173,8 +173,8 @@ impl Simulator {
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
         });
         Ok(Self {
             addr,
