@@ -1,7 +1,7 @@
 //! Property of the run checkpoint (issue 9): whatever the interleaving of kills and resumes,
 //! the run ends complete and without duplicates.
 //!
-//! Proptest generates a calm simulator (campaign count), a page size, a sync concurrency and
+//! Proptest (SQLite 32 cases, PostgreSQL 24) generates a calm simulator (campaign count), a page size, a sync concurrency and
 //! up to four interruptions, each "after K pages stored" or "after K campaigns synced" by the
 //! current process, as a graceful stop (the cancellation token: SIGINT) or a kill (the task
 //! dropped mid-flight: `kill -9`, the lease left to run out). After each interruption a new
@@ -65,8 +65,8 @@ struct Scenario {
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     let trigger = prop_oneof![
-        (0..6u64).prop_map(Trigger::Pages),
-        (0..20u64).prop_map(Trigger::Synced),
+        (0..4u64).prop_map(Trigger::Pages),
+        (0..12u64).prop_map(Trigger::Synced),
     ];
     let kill = prop_oneof![Just(Kill::Graceful), Just(Kill::Abrupt)];
     (
@@ -496,7 +496,7 @@ fn any_kills_and_resumes_end_complete_without_duplicates_on_postgres() {
         .expect("the new database opens");
     // One database; each case syncs a tenant of its own.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        checkpoint_survives_interruptions(&rt, |_| store.clone(), 16)
+        checkpoint_survives_interruptions(&rt, |_| store.clone(), 24)
     }));
     rt.block_on(store.close());
     let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
