@@ -520,6 +520,7 @@ pub struct CancelView {
 #[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// At most this many (1..=200, default 20).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -626,9 +627,13 @@ pub struct CampaignsQuery {
     pub q: Option<String>,
     /// `id` (default), `name`, `status`, `budget`, `impressions`, `clicks`, `conversions`,
     /// `created_at`, `updated_at`; a leading `-` sorts largest first. Ties go by id.
-    #[param(example = "-impressions")]
+    #[param(
+        example = "-impressions",
+        pattern = "^-?(id|name|status|budget|impressions|clicks|conversions|created_at|updated_at)$"
+    )]
     pub sort: Option<String>,
     /// 1..=500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -687,6 +692,7 @@ pub struct MetricHistory {
 #[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     /// The last this many runs (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -924,6 +930,7 @@ pub struct AuditQuery {
     /// Entries older than this id (`next_before` of the previous page).
     pub before: Option<i64>,
     /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// One tenant's entries (an admin key; a tenant key sees only its own anyway).
     pub tenant_id: Option<String>,
