@@ -420,7 +420,7 @@ impl Worker {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(run = id, error = %e, "could not settle the run; the reaper will")
+                    tracing::warn!(run = id, error = %e, "could not settle the run; the reaper will requeue it after a minute")
                 }
             }
         }

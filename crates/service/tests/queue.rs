@@ -18,6 +18,7 @@ on_both_databases!(
     a_run_whose_lease_ran_out_is_reaped_and_its_old_holder_is_fenced_out,
     cancel_queued_and_running_runs,
     a_requeued_run_resumes_and_keeps_its_checkpoint,
+    a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper,
     missed_ticks_fold_into_one_run_and_a_tick_during_a_run_is_skipped,
     paused_tenants_are_not_claimed_and_claims_are_fair,
 );
@@ -378,5 +379,91 @@ async fn paused_tenants_are_not_claimed_and_claims_are_fair(store: Store) {
     assert_eq!(
         first[0].lease.tenant, ids[1],
         "the never-served tenant goes first"
+    );
+}
+
+async fn a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper(store: Store) {
+    use adsync_store::{RunEnd, RunEnding, StopReason};
+    let s = service(&store, keyring()).await;
+    let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
+    let u = tenant(
+        &s,
+        "umbrella",
+        "http://platform.invalid",
+        None,
+        "10/60s",
+        None,
+    )
+    .await;
+    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
+    let other = s.queue.enqueue(request(&u.id), None).await.unwrap().run();
+    let claimed = s
+        .queue
+        .claim("w1", Duration::from_secs(60), 2)
+        .await
+        .unwrap();
+    let end = RunEnd {
+        ending: RunEnding::Stopped(StopReason::Cancelled),
+        error: Some("the platform is down".into()),
+        client: Default::default(),
+        active_seconds: 1.0,
+        throttled_seconds: 0.0,
+        floor_seconds: None,
+        at: chrono::Utc::now(),
+    };
+    // A cancel is asked for one while it runs; the worker ends both runs and dies before
+    // settling either.
+    s.queue.cancel(other, None).await.unwrap();
+    for c in &claimed {
+        s.store.finish_run(&c.lease, &end).await.unwrap();
+    }
+    assert_eq!(
+        s.store.run(other).await.unwrap().status,
+        RunStatus::Interrupted
+    );
+    assert_eq!(
+        s.store.run(run).await.unwrap().status,
+        RunStatus::Interrupted
+    );
+
+    // Within the grace the worker may still settle them: the reaper leaves them alone.
+    assert!(s.queue.reap().await.unwrap().is_empty());
+    let mut reaped = s.queue.reap_unsettled(Duration::ZERO).await.unwrap();
+    reaped.sort();
+    assert_eq!(reaped, vec![run, other]);
+    assert_eq!(s.store.run(run).await.unwrap().status, RunStatus::Queued);
+    assert_eq!(
+        s.store.run(other).await.unwrap().status,
+        RunStatus::Cancelled
+    );
+    // The requeued run is claimed again, its lease a new epoch; the old lease cannot settle it.
+    let again = s
+        .queue
+        .claim("w2", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(again.run.id, run);
+    let old = claimed.iter().find(|c| c.run.id == run).unwrap();
+    assert!(again.lease.epoch > old.lease.epoch);
+    assert!(
+        !s.queue
+            .settle(
+                &old.lease,
+                Settle::Requeue {
+                    after: Duration::ZERO
+                }
+            )
+            .await
+            .unwrap()
+    );
+    // Nothing more to reap: the run is running under its new lease.
+    assert!(
+        s.queue
+            .reap_unsettled(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -199,12 +199,29 @@ impl Queue {
     }
 
     /// Requeues every service run (its tenant exists) whose lease ran out: its worker died,
-    /// hangs, or lost the database. Returns the runs requeued. Safe to run anywhere, any
-    /// number of times: the condition is on the row alone.
+    /// hangs, or lost the database; and every service run left `interrupted` and never
+    /// settled for [`UNSETTLED_GRACE`] (its worker stopped between ending the run and
+    /// requeueing it). Returns the runs requeued. Safe to run anywhere, any number of times:
+    /// the condition is on the row alone.
     pub async fn reap(&self) -> Result<Vec<RunId>> {
-        match &self.store {
+        let mut reaped = match &self.store {
             Store::Postgres(p) => pg::reap(p).await,
             Store::Sqlite(p) => sqlite::reap(p).await,
+        }?;
+        reaped.extend(self.reap_unsettled(UNSETTLED_GRACE).await?);
+        Ok(reaped)
+    }
+
+    /// Requeues (or, when a cancel was asked for, cancels) every service run that ended
+    /// `interrupted` more than `grace` ago and was never settled, if it is its tenant's latest
+    /// run. A worker settles its run at once after ending it, so only a worker that died in
+    /// between (or lost the database then) leaves one; without this, the run would wait for
+    /// the tenant's next scheduled tick or request. Runs of `adsync sync` (never queued) are
+    /// left alone: someone stopped them on purpose.
+    pub async fn reap_unsettled(&self, grace: Duration) -> Result<Vec<RunId>> {
+        match &self.store {
+            Store::Postgres(p) => pg::reap_unsettled(p, grace).await,
+            Store::Sqlite(p) => sqlite::reap_unsettled(p, grace).await,
         }
     }
 
@@ -261,6 +278,21 @@ impl Queue {
 
 /// How long a run waits before it is claimed again after the platform was down, by how many
 /// times workers claimed it: 30 s, 1, 2, 4 min, ... capped at 30 min.
+/// How long a run may stay `interrupted` and unsettled before the reaper requeues it (see
+/// [`Queue::reap_unsettled`]): far longer than a worker takes from ending a run to settling it.
+pub const UNSETTLED_GRACE: Duration = Duration::from_secs(60);
+
+/// The SET list that requeues an unsettled run, or cancels it when a cancel was asked for;
+/// both databases (each adds its own `queued_at`).
+const REQUEUE_UNSETTLED: &str = "
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+    run_after = NULL, lease_expires_at = NULL,
+    stop_reason = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE stop_reason END,
+    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE finished_at END,
+    error = CASE WHEN cancel_requested_at IS NULL
+        THEN 'interrupted and never settled (its worker stopped first); requeued'
+        ELSE 'cancelled' END";
+
 pub fn platform_backoff(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 7) as u32 - 1;
     Duration::from_secs(30 * 2u64.pow(exp)).min(Duration::from_secs(1800))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use adsync_store::{Lease, RunId, RunStatus};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{CancelOutcome, Enqueued, OpenRun, RunRequest, Settle};
+use super::{CancelOutcome, Enqueued, OpenRun, REQUEUE_UNSETTLED, RunRequest, Settle};
 use crate::{
     Result, ServiceError,
     audit::{self, Actor, Change},
@@ -190,6 +190,24 @@ pub(super) async fn reap(pool: &PgPool) -> Result<Vec<RunId>> {
            AND tenant_id IN (SELECT id FROM tenants)
          RETURNING id",
     )
+    .fetch_all(pool)
+    .await?;
+    if !reaped.is_empty() {
+        wake_workers(&mut *pool.acquire().await?).await?;
+    }
+    Ok(reaped)
+}
+
+pub(super) async fn reap_unsettled(pool: &PgPool, grace: Duration) -> Result<Vec<RunId>> {
+    let reaped: Vec<RunId> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_runs r SET {REQUEUE_UNSETTLED}, queued_at = clock_timestamp()
+         WHERE r.status = 'interrupted' AND r.queued_at IS NOT NULL
+           AND r.finished_at < clock_timestamp() - make_interval(secs => $1)
+           AND r.tenant_id IN (SELECT id FROM tenants)
+           AND r.id = (SELECT max(o.id) FROM sync_runs o WHERE o.tenant_id = r.tenant_id)
+         RETURNING r.id"
+    )))
+    .bind(grace.as_secs_f64())
     .fetch_all(pool)
     .await?;
     if !reaped.is_empty() {

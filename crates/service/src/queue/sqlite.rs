@@ -8,7 +8,7 @@ use adsync_store::{Lease, RunId, RunStatus, sqlite_ts};
 use chrono::Utc;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use super::{CancelOutcome, Enqueued, OpenRun, RunRequest, Settle};
+use super::{CancelOutcome, Enqueued, OpenRun, REQUEUE_UNSETTLED, RunRequest, Settle};
 use crate::{
     Result, ServiceError,
     audit::{self, Actor, Change},
@@ -206,6 +206,27 @@ pub(super) async fn reap(pool: &SqlitePool) -> Result<Vec<RunId>> {
          RETURNING id",
     )
     .bind(&now)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+pub(super) async fn reap_unsettled(pool: &SqlitePool, grace: Duration) -> Result<Vec<RunId>> {
+    let before = chrono::Duration::from_std(grace)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let mut tx = begin(pool).await?;
+    let ids = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "UPDATE sync_runs AS r SET {REQUEUE_UNSETTLED}, queued_at = $2
+         WHERE r.status = 'interrupted' AND r.queued_at IS NOT NULL AND r.finished_at < $1
+           AND r.tenant_id IN (SELECT id FROM tenants)
+           AND r.id = (SELECT max(o.id) FROM sync_runs o WHERE o.tenant_id = r.tenant_id)
+         RETURNING id"
+    )))
+    .bind(sqlite_ts(before))
+    .bind(now())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
