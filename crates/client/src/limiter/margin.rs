@@ -75,6 +75,26 @@ impl Margin {
         base.max(self.widened)
     }
 
+    /// The margin for reusing a slot sent before any latency was measured (see
+    /// [`super::SlidingWindowLimiter`]): the margin in force, but at least five times the
+    /// default and never above the warm-up margin (50 ms at a scaled 1 s window, 1 s at 60 s).
+    /// The first requests of a limiter open fresh connections, the listing call first, and
+    /// nothing measured says how much later than the others such a request reaches the
+    /// server: the later calls' latencies, which set the measured margin, do not include it.
+    pub(super) fn cold(&self) -> Duration {
+        let current = self.current();
+        if self.fixed.is_some() {
+            return current;
+        }
+        current.max((self.default * 5).min(self.warm_up()))
+    }
+
+    /// Whether the margin in force comes from measured latencies (or is fixed): a send now is
+    /// not a cold one.
+    pub(super) fn settled(&self) -> bool {
+        self.fixed.is_some() || self.measured().is_some()
+    }
+
     /// The margin until enough latencies are measured. Before the first answers come back
     /// nothing says how late the server stamps arrivals, and the first reuse of a slot can
     /// come exactly then (2 s windows, 2 s sync calls): a wide margin, bounded by 1 s (no
@@ -190,6 +210,34 @@ mod tests {
             m.record("list", 30 * MS);
         }
         assert_eq!(m.current(), FLOOR);
+    }
+
+    #[test]
+    fn slots_sent_cold_keep_a_wider_margin_than_the_measured_one() {
+        let mut m = adaptive(1000);
+        assert!(!m.settled());
+        assert_eq!(
+            m.cold(),
+            200 * MS,
+            "the warm-up margin while nothing is measured"
+        );
+        for _ in 0..TRUSTED {
+            m.record("sync", 33 * MS);
+        }
+        assert!(m.settled());
+        assert_eq!(m.current(), FLOOR);
+        assert_eq!(m.cold(), 50 * MS, "five times the default of a 1 s window");
+        let mut real = adaptive(60_000);
+        for _ in 0..TRUSTED {
+            real.record("sync", 2000 * MS);
+        }
+        assert_eq!(real.cold(), 1000 * MS, "capped by the warm-up margin");
+        let fixed = Margin::new(MS * 1000, Some(10 * MS), 10 * MS);
+        assert_eq!(
+            fixed.cold(),
+            10 * MS,
+            "a fixed margin is not measured, so never cold"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! turn, does what it must (a token refresh), and [`Permit::send`] stamps the slot at that
 //! moment. Each slot stays busy for `W` plus a margin measured from the spread of response
 //! latencies (see `margin.rs`), because the server stamps arrivals later than we send, by
-//! an amount that varies.
+//! an amount that varies. Slots sent before any latency was measured (a limiter's first
+//! requests, which open fresh connections) are reused only after a wider margin.
 //!
 //! [`reserves`]: SlidingWindowLimiter::reserve
 
@@ -47,11 +48,19 @@ pub struct SlidingWindowLimiter {
 
 #[derive(Debug)]
 struct State {
-    sent: VecDeque<Instant>,
+    sent: VecDeque<Stamp>,
     hold_until: Option<Instant>,
     margin: Margin,
     /// Requests waiting for their turn or holding a permit.
     queued: usize,
+}
+
+/// One recorded send.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    at: Instant,
+    /// Sent before the margin was measured: reused after [`Margin::cold`], not the margin.
+    cold: bool,
 }
 
 /// The turn to send one request, from [`SlidingWindowLimiter::reserve`]. Nothing is recorded
@@ -221,16 +230,16 @@ impl SlidingWindowLimiter {
             return Duration::ZERO;
         };
         let s = self.state();
-        let span = self.limit.window + s.margin.current();
+        let spans = s.spans(self.limit);
         let n = self.limit.requests as usize;
         let free_from = s.hold_until.map_or(now, |h| h.max(now));
-        let mut log: Vec<Instant> = s.sent.iter().copied().collect();
+        let mut log: Vec<Stamp> = s.sent.iter().copied().collect();
         let mut t = free_from;
         for _ in 0..s.queued {
-            t = earliest(&log, t, span, n);
-            log.push(t);
+            t = earliest(&log, t, spans, n);
+            log.push(Stamp { at: t, cold: false });
         }
-        let ours = earliest(&log, start.max(t).max(free_from), span, n);
+        let ours = earliest(&log, start.max(t).max(free_from), spans, n);
         ours.saturating_duration_since(start)
     }
 
@@ -249,11 +258,11 @@ impl SlidingWindowLimiter {
     pub fn available(&self) -> usize {
         let s = self.state();
         let now = Instant::now();
-        let span = self.limit.window + s.margin.current();
+        let spans = s.spans(self.limit);
         let busy = s
             .sent
             .iter()
-            .filter(|t| now.saturating_duration_since(**t) < span)
+            .filter(|t| now.saturating_duration_since(t.at) < spans.of(t))
             .count();
         (self.limit.requests as usize).saturating_sub(busy)
     }
@@ -266,7 +275,11 @@ impl Permit<'_> {
     pub async fn send(self) -> Sent {
         self.limiter.wait_for_room().await;
         let at = Instant::now();
-        self.limiter.state().sent.push_back(at);
+        {
+            let mut s = self.limiter.state();
+            let cold = !s.margin.settled();
+            s.sent.push_back(Stamp { at, cold });
+        }
         Sent {
             at,
             waited: at.saturating_duration_since(self.queued_at),
@@ -278,14 +291,13 @@ impl State {
     /// How long until a request may go at `now`; `None`: it may go now. Forgets sends that
     /// can no longer count.
     fn wait(&mut self, now: Instant, limit: RateLimit) -> Option<Duration> {
-        let margin = self.margin.current();
-        let span = limit.window + margin;
-        // Keep what a wider margin could still count.
-        let keep = limit.window + margin.max(self.margin.cap());
+        let spans = self.spans(limit);
+        // Keep what a wider margin could still count (the cold margin is never wider).
+        let keep = limit.window + self.margin.current().max(self.margin.cap());
         while self
             .sent
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= keep)
+            .is_some_and(|t| now.saturating_duration_since(t.at) >= keep)
         {
             self.sent.pop_front();
         }
@@ -296,18 +308,46 @@ impl State {
             self.hold_until = None;
         }
         let log = self.sent.make_contiguous();
-        let at = earliest(log, now, span, limit.requests as usize);
+        let at = earliest(log, now, spans, limit.requests as usize);
         (at > now).then(|| at - now)
+    }
+
+    /// How long a slot stays busy now: `W` plus the margin, or plus the cold margin for a
+    /// slot sent before the margin was measured.
+    fn spans(&self, limit: RateLimit) -> Spans {
+        let warm = limit.window + self.margin.current();
+        Spans {
+            warm,
+            cold: warm.max(limit.window + self.margin.cold()),
+        }
     }
 }
 
-/// The earliest instant from `from` on at which fewer than `n` of `log` (sorted, none after
-/// `from`) lie within `span` before it.
-fn earliest(log: &[Instant], from: Instant, span: Duration, n: usize) -> Instant {
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    warm: Duration,
+    cold: Duration,
+}
+
+impl Spans {
+    fn of(&self, stamp: &Stamp) -> Duration {
+        if stamp.cold { self.cold } else { self.warm }
+    }
+}
+
+/// The earliest instant from `from` on at which fewer than `n` of `log` (in send order, none
+/// after `from`) are still busy: each stays busy for its span after it was sent.
+fn earliest(log: &[Stamp], from: Instant, spans: Spans, n: usize) -> Instant {
     if log.len() < n {
         return from;
     }
-    // The n-th most recent send must have left the window.
-    let frees = log[log.len() - n].checked_add(span).unwrap_or(from);
-    from.max(frees)
+    // With one span for all, the n-th most recent send must have left the window. Cold sends
+    // come first and stay busy longer, so with both kinds the n-th latest release decides.
+    let mut frees: Vec<Instant> = log
+        .iter()
+        .map(|t| t.at.checked_add(spans.of(t)).unwrap_or(from))
+        .collect();
+    let k = frees.len() - n;
+    let (_, nth, _) = frees.select_nth_unstable(k);
+    from.max(*nth)
 }

@@ -237,7 +237,42 @@ async fn a_measured_margin_wakes_a_waiter_held_by_the_warm_up_margin() {
         l.record_latency("list", 20 * MS);
     }
     assert_eq!(l.margin(), 10 * MS, "the floor");
+    // The slot in the log was sent cold (before any measurement): it is reused after the
+    // cold margin, five times the default (20 ms), not after the warm-up margin (400 ms).
     let waited = waiter.await.unwrap();
-    assert_eq!(waited, 2010 * MS, "woken as soon as the margin shrank");
-    assert_eq!(t0.elapsed(), 2010 * MS);
+    assert_eq!(
+        waited,
+        2100 * MS,
+        "woken when the margin shrank, at the cold margin"
+    );
+    assert_eq!(t0.elapsed(), 2100 * MS);
+    // That send was made with the margin measured: its slot is reused after the floor.
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 4110 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_window_of_a_limiter_is_reused_after_the_cold_margin() {
+    // Ten per 1 s window (the simulator's scaled limit): the first ten go at once, before any
+    // answer; then answers measure a spread of nothing (the 10 ms floor applies).
+    let l = SlidingWindowLimiter::new(RateLimit::new(10, 1000 * MS).unwrap());
+    let t0 = Instant::now();
+    for _ in 0..10 {
+        l.acquire().await;
+    }
+    for _ in 0..8 {
+        l.record_latency("sync", 33 * MS);
+    }
+    assert_eq!(l.margin(), 10 * MS);
+    // The eleventh reuses a cold slot: 1 s plus 50 ms, five times the 10 ms default.
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1050 * MS);
+    // The ten cold slots are all reused at 1.05 s; the next window's slots were sent with a
+    // measured margin and are reused after 1 s plus 10 ms.
+    for _ in 0..9 {
+        l.acquire().await;
+    }
+    assert_eq!(t0.elapsed(), 1050 * MS);
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 2060 * MS);
 }
