@@ -83,7 +83,10 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8], endpoint: Endpoint) -> Re
         } else {
             bounded(&e.to_string(), DETAIL_CAP)
         };
-        if e.is_data() {
+        // serde_json calls some wrong shapes syntax errors (an array with more elements than
+        // the struct has fields: "trailing characters"): a body that is well-formed JSON is a
+        // wrong shape whatever the decoder says, and a retry would get the same.
+        if e.is_data() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
             Error::Contract { what, detail }
         } else {
             Error::Malformed { what, detail }
@@ -117,6 +120,9 @@ mod tests {
             "{\"data\": \"nope\", \"pagination\": {\"page\": 1, \"limit\": 10, \"has_more\": false}}",
             "[]",
             "42",
+            // Found by fuzzing (fuzz/fuzz_targets/platform_answers.rs): serde_json reports the
+            // extra elements as "trailing characters", a syntax error.
+            r#"[[], {"page": 1, "limit": 1, "has_more": false}, 3]"#,
         ] {
             let err = page(wrong).unwrap_err();
             assert!(matches!(err, Error::Contract { .. }), "{wrong:?}: {err:?}");

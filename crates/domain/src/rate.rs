@@ -22,8 +22,10 @@ pub enum RateLimitParseError {
     /// The count is not a positive integer.
     #[error("the request count in {0:?} must be a positive integer")]
     Count(String),
-    /// The window is not a positive duration.
-    #[error("the window in {0:?} must be a positive duration such as 60s, 1m or 500ms")]
+    /// The window is not a positive duration of at most a year.
+    #[error(
+        "the window in {0:?} must be a positive duration such as 60s, 1m or 500ms (at most a year)"
+    )]
     Window(String),
 }
 
@@ -55,7 +57,7 @@ impl RateLimit {
         let windows = rate_limited_calls.saturating_sub(n).div_ceil(n);
         self.window
             .saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX))
-            + last_call
+            .saturating_add(last_call)
     }
 }
 
@@ -97,7 +99,11 @@ impl fmt::Display for RateLimit {
     }
 }
 
-/// Parses `60`, `60s`, `1.5s`, `500ms`, `1m`, `1h`.
+/// The longest window accepted: a year.
+const MAX_WINDOW_SECS: f64 = 365.0 * 86_400.0;
+
+/// Parses `60`, `60s`, `1.5s`, `500ms`, `1m`, `1h`, rounded to the millisecond: `Display`
+/// prints whole milliseconds, and what it prints must parse back to the same limit.
 // A four-unit parser is shorter than pulling humantime into a crate that has no I/O, and
 // humantime rejects the bare `10/60` form the platform's own docs use.
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -114,7 +120,14 @@ fn parse_duration(s: &str) -> Option<Duration> {
         "h" => value * 3600.0,
         _ => return None,
     };
-    Duration::try_from_secs_f64(secs).ok()
+    // Beyond a year a window means nothing, and the f64 would no longer hold it to the
+    // millisecond (found by fuzzing: `7777755555.5509h` printed as a different window).
+    if secs > MAX_WINDOW_SECS {
+        return None;
+    }
+    let d = Duration::try_from_secs_f64(secs).ok()?;
+    let millis = (d.subsec_nanos() + 500_000) / 1_000_000;
+    Duration::from_secs(d.as_secs()).checked_add(Duration::from_millis(u64::from(millis)))
 }
 
 #[cfg(test)]

@@ -34,6 +34,21 @@ impl Schedule {
             ))
         })?;
         let zone = Self::parse_zone(zone)?;
+        // A time-of-day field that matches nothing (`,` parses as an empty list) would make
+        // croner's search below step through a year second by second (minutes of CPU).
+        let p = &parsed.pattern;
+        let any =
+            |n: u32, f: &dyn Fn(u32) -> std::result::Result<bool, croner::errors::CronError>| {
+                (0..n).any(|v| f(v).unwrap_or(false))
+            };
+        if !any(60, &|v| p.second_match(v))
+            || !any(60, &|v| p.minute_match(v))
+            || !any(24, &|v| p.hour_match(v))
+        {
+            return Err(ServiceError::Invalid(format!(
+                "schedule {cron:?} never fires"
+            )));
+        }
         // An expression that never fires (30 February) is refused now, not at the first tick.
         parsed
             .find_next_occurrence(&Utc::now().with_timezone(&zone), false)

@@ -162,7 +162,10 @@ impl Pager {
     fn page_cap(&self) -> u64 {
         let total = self.cursor.reported_total.max(self.cursor.pass_total);
         match total {
-            Some(t) => t.div_ceil(self.effective_limit()).saturating_mul(2) + 3,
+            Some(t) => t
+                .div_ceil(self.effective_limit())
+                .saturating_mul(2)
+                .saturating_add(3),
             None => self.limits.max_pages.max(1),
         }
     }
