@@ -308,12 +308,12 @@ impl DbBudget {
         &self.shared.key
     }
 
-    /// The margin each slot keeps now: the limiter's (at least its default) plus the late
-    /// tolerance.
+    /// The margin each slot keeps now: the limiter's planning margin (at least its default)
+    /// plus the late tolerance.
     pub fn margin(&self) -> Duration {
         let s = &self.shared;
         s.limiter
-            .margin()
+            .planning_margin()
             .max(SlidingWindowLimiter::default_margin(s.limit))
             + s.tolerance
     }

@@ -254,6 +254,19 @@ impl SlidingWindowLimiter {
         self.state().margin.current()
     }
 
+    /// The margin whoever plans this client id's future slots (a shared budget) should keep
+    /// now: the cold margin while slots sent before the margin was measured are still in the
+    /// log (their reuse waits for it here), the margin in force after. A planner that kept
+    /// less would grant slots this limiter lets go only later than the grant's tolerance.
+    pub fn planning_margin(&self) -> Duration {
+        let s = self.state();
+        if s.sent.iter().any(|t| t.cold) {
+            s.margin.cold()
+        } else {
+            s.margin.current()
+        }
+    }
+
     /// Slots left in the current window (for progress displays).
     pub fn available(&self) -> usize {
         let s = self.state();
