@@ -260,7 +260,15 @@ impl SlidingWindowLimiter {
     /// less would grant slots this limiter lets go only later than the grant's tolerance.
     pub fn planning_margin(&self) -> Duration {
         let s = self.state();
-        if s.sent.iter().any(|t| t.cold) {
+        let now = Instant::now();
+        let spans = s.spans(self.limit);
+        // Cold stamps come first: only those still busy count.
+        let cold_busy = s
+            .sent
+            .iter()
+            .take_while(|t| t.cold)
+            .any(|t| now.saturating_duration_since(t.at) < spans.cold);
+        if cold_busy {
             s.margin.cold()
         } else {
             s.margin.current()
@@ -305,8 +313,13 @@ impl State {
     /// can no longer count.
     fn wait(&mut self, now: Instant, limit: RateLimit) -> Option<Duration> {
         let spans = self.spans(limit);
-        // Keep what a wider margin could still count (the cold margin is never wider).
-        let keep = limit.window + self.margin.current().max(self.margin.cap());
+        // Keep what a wider margin could still count.
+        let keep = limit.window
+            + self
+                .margin
+                .current()
+                .max(self.margin.cap())
+                .max(self.margin.cold());
         while self
             .sent
             .front()
@@ -354,8 +367,15 @@ fn earliest(log: &[Stamp], from: Instant, spans: Spans, n: usize) -> Instant {
     if log.len() < n {
         return from;
     }
-    // With one span for all, the n-th most recent send must have left the window. Cold sends
-    // come first and stay busy longer, so with both kinds the n-th latest release decides.
+    // With one span for all, the n-th most recent send must have left the window.
+    if log.first().is_none_or(|t| !t.cold) {
+        let frees = log[log.len() - n]
+            .at
+            .checked_add(spans.warm)
+            .unwrap_or(from);
+        return from.max(frees);
+    }
+    // Cold sends come first and stay busy longer: the n-th latest release decides.
     let mut frees: Vec<Instant> = log
         .iter()
         .map(|t| t.at.checked_add(spans.of(t)).unwrap_or(from))

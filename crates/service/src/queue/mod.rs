@@ -216,8 +216,10 @@ impl Queue {
     /// `interrupted` more than `grace` ago and was never settled, if it is its tenant's latest
     /// run. A worker settles its run at once after ending it, so only a worker that died in
     /// between (or lost the database then) leaves one; without this, the run would wait for
-    /// the tenant's next scheduled tick or request. Runs of `adsync sync` (never queued) are
-    /// left alone: someone stopped them on purpose.
+    /// the tenant's next scheduled tick or request. Runs that were never queued (plain
+    /// `adsync sync` runs) are left alone: someone stopped them on purpose. A service run that
+    /// `adsync sync` resumed and was stopped is still the service's, and is requeued. The
+    /// grace is measured against the `finished_at` its worker wrote, on the worker's clock.
     pub async fn reap_unsettled(&self, grace: Duration) -> Result<Vec<RunId>> {
         match &self.store {
             Store::Postgres(p) => pg::reap_unsettled(p, grace).await,
@@ -276,8 +278,6 @@ impl Queue {
     }
 }
 
-/// How long a run waits before it is claimed again after the platform was down, by how many
-/// times workers claimed it: 30 s, 1, 2, 4 min, ... capped at 30 min.
 /// How long a run may stay `interrupted` and unsettled before the reaper requeues it (see
 /// [`Queue::reap_unsettled`]): far longer than a worker takes from ending a run to settling it.
 pub const UNSETTLED_GRACE: Duration = Duration::from_secs(60);
@@ -293,6 +293,8 @@ const REQUEUE_UNSETTLED: &str = "
         THEN 'interrupted and never settled (its worker stopped first); requeued'
         ELSE 'cancelled' END";
 
+/// How long a run waits before it is claimed again after the platform was down, by how many
+/// times workers claimed it: 30 s, 1, 2, 4 min, ... capped at 30 min.
 pub fn platform_backoff(attempts: i64) -> Duration {
     let exp = attempts.clamp(1, 7) as u32 - 1;
     Duration::from_secs(30 * 2u64.pow(exp)).min(Duration::from_secs(1800))

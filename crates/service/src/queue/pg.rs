@@ -205,6 +205,8 @@ pub(super) async fn reap_unsettled(pool: &PgPool, grace: Duration) -> Result<Vec
            AND r.finished_at < clock_timestamp() - make_interval(secs => $1)
            AND r.tenant_id IN (SELECT id FROM tenants)
            AND r.id = (SELECT max(o.id) FROM sync_runs o WHERE o.tenant_id = r.tenant_id)
+           AND NOT EXISTS (SELECT 1 FROM sync_runs a WHERE a.tenant_id = r.tenant_id
+                           AND a.status IN ('queued', 'running'))
          RETURNING r.id"
     )))
     .bind(grace.as_secs_f64())

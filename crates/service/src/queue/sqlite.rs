@@ -223,6 +223,8 @@ pub(super) async fn reap_unsettled(pool: &SqlitePool, grace: Duration) -> Result
          WHERE r.status = 'interrupted' AND r.queued_at IS NOT NULL AND r.finished_at < $1
            AND r.tenant_id IN (SELECT id FROM tenants)
            AND r.id = (SELECT max(o.id) FROM sync_runs o WHERE o.tenant_id = r.tenant_id)
+           AND NOT EXISTS (SELECT 1 FROM sync_runs a WHERE a.tenant_id = r.tenant_id
+                           AND a.status IN ('queued', 'running'))
          RETURNING id"
     )))
     .bind(sqlite_ts(before))
