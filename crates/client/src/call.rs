@@ -105,6 +105,8 @@ impl AdClient {
         if let Some(budget) = &inner.config.shared_budget {
             budget.take().await?;
         }
+        // The caller's last word (a run's lease), after the wait for the slot.
+        crate::send_gate::opened().await;
         let sent = permit.send().await;
         drop(throttled);
         Ok((token, sent))

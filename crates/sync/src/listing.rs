@@ -66,7 +66,10 @@ impl SyncEngine {
                 biased;
                 // Abandoning a page fetch loses nothing: the page is not stored yet.
                 _ = ctx.stop.cancelled() => return Err(Stop::Cancelled),
-                r = self.client.list_campaigns(page, limit) => r,
+                r = adsync_client::with_send_gate(
+                    ctx.watch.clone(),
+                    self.client.list_campaigns(page, limit),
+                ) => r,
             };
             let ids = match fetched {
                 Ok(data) => {

@@ -168,6 +168,18 @@ impl LeaseWatch {
     }
 }
 
+impl adsync_client::SendGate for LeaseWatch {
+    /// Opens while the lease is known held; stays shut after a pause past it until the
+    /// keeper renews it (or the run stops and drops the waiting call).
+    fn opened(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            while !self.held() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+}
+
 /// Renews the lease every third of its time until aborted. When the run was taken over, or
 /// the lease could not be renewed before it ran out (the database is unreachable), it
 /// records why in `reason` and cancels `stop` and `hard`: no more work starts and the calls

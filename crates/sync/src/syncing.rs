@@ -144,7 +144,10 @@ impl SyncEngine {
                 // keeps a window's worth of sync_one futures in its FuturesUnordered, which
                 // copies each one several times when it is pushed (callgrind, 100 tenants:
                 // those copies were a seventh of the service's instructions).
-                r = Box::pin(self.client.sync_campaign(&cid)) => r,
+                r = Box::pin(adsync_client::with_send_gate(
+                    ctx.watch.clone(),
+                    self.client.sync_campaign(&cid),
+                )) => r,
             };
             match result {
                 Ok(_) => {
