@@ -23,6 +23,19 @@ on_both_databases!(
     paused_tenants_are_not_claimed_and_claims_are_fair,
 );
 
+/// How a worker ends a run it stops (the run becomes `interrupted`, to be settled).
+fn interrupted(error: &str) -> adsync_store::RunEnd {
+    adsync_store::RunEnd {
+        ending: adsync_store::RunEnding::Stopped(adsync_store::StopReason::Cancelled),
+        error: Some(error.into()),
+        client: Default::default(),
+        active_seconds: 1.0,
+        throttled_seconds: 0.0,
+        floor_seconds: None,
+        at: chrono::Utc::now(),
+    }
+}
+
 fn request(tenant: &str) -> RunRequest<'_> {
     RunRequest {
         tenant,
@@ -163,7 +176,6 @@ async fn cancel_queued_and_running_runs(store: Store) {
 }
 
 async fn a_requeued_run_resumes_and_keeps_its_checkpoint(store: Store) {
-    use adsync_store::{RunEnd, RunEnding, StopReason};
     let s = service(&store, keyring()).await;
     let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
     let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
@@ -174,15 +186,7 @@ async fn a_requeued_run_resumes_and_keeps_its_checkpoint(store: Store) {
         .unwrap()
         .pop()
         .unwrap();
-    let end = RunEnd {
-        ending: RunEnding::Stopped(StopReason::Cancelled),
-        error: Some("worker shutting down".into()),
-        client: Default::default(),
-        active_seconds: 1.0,
-        throttled_seconds: 0.0,
-        floor_seconds: None,
-        at: chrono::Utc::now(),
-    };
+    let end = interrupted("worker shutting down");
     s.store.finish_run(&c.lease, &end).await.unwrap();
     assert!(
         s.queue
@@ -383,7 +387,6 @@ async fn paused_tenants_are_not_claimed_and_claims_are_fair(store: Store) {
 }
 
 async fn a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper(store: Store) {
-    use adsync_store::{RunEnd, RunEnding, StopReason};
     let s = service(&store, keyring()).await;
     let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
     let u = tenant(
@@ -402,15 +405,7 @@ async fn a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper(s
         .claim("w1", Duration::from_secs(60), 2)
         .await
         .unwrap();
-    let end = RunEnd {
-        ending: RunEnding::Stopped(StopReason::Cancelled),
-        error: Some("the platform is down".into()),
-        client: Default::default(),
-        active_seconds: 1.0,
-        throttled_seconds: 0.0,
-        floor_seconds: None,
-        at: chrono::Utc::now(),
-    };
+    let end = interrupted("the platform is down");
     // A cancel is asked for one while it runs; the worker ends both runs and dies before
     // settling either.
     s.queue.cancel(other, None).await.unwrap();
