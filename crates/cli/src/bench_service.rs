@@ -193,24 +193,25 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     ));
 
-    // Queue every run, then let one worker with a slot per tenant take them.
+    // Queue every run at once (as the scheduler fires a minute's due ticks), then let one
+    // worker with a slot per tenant take them.
     let started = Instant::now();
-    let mut runs = Vec::with_capacity(tenants.len());
-    for t in &tenants {
-        let r = service
-            .queue
-            .enqueue(
-                RunRequest {
-                    tenant: &t.id,
-                    page_size: t.page_size,
-                    platform: &t.api_url,
-                    requested_by: "bench",
-                },
-                None,
-            )
-            .await?;
-        runs.push(r.run());
-    }
+    let requests: Vec<RunRequest<'_>> = tenants
+        .iter()
+        .map(|t| RunRequest {
+            tenant: &t.id,
+            page_size: t.page_size,
+            platform: &t.api_url,
+            requested_by: "bench",
+        })
+        .collect();
+    let runs: Vec<i64> = service
+        .queue
+        .enqueue_many(&requests)
+        .await?
+        .into_iter()
+        .map(|o| o.run())
+        .collect();
     let queued_in = started.elapsed();
     let worker = Worker::new(
         service.clone(),

@@ -214,6 +214,33 @@ impl Events {
         }
     }
 
+    /// Publishes many events in one statement on PostgreSQL (as arrays of events, the way
+    /// live counters go), each superseding its run's pending live counters. Never fails.
+    pub async fn publish_many(&self, events: &[RunEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let mut pending = self.inner.pending.lock().expect("events lock");
+            for event in events {
+                pending.events.remove(&event.run_id);
+            }
+        }
+        match &self.inner.store {
+            Store::Postgres(pool) => {
+                if let Err(e) = live::send(pool, &live::payloads(events)).await {
+                    metrics::counter!("adsync_events_publish_failures_total").increment(1);
+                    tracing::debug!(events = events.len(), error = %e, "run events not published");
+                }
+            }
+            Store::Sqlite(_) => {
+                for event in events {
+                    drop(self.inner.tx.send(event.clone()));
+                }
+            }
+        }
+    }
+
     async fn try_publish(&self, event: &RunEvent) -> Result<(), String> {
         match &self.inner.store {
             Store::Postgres(pool) => {

@@ -21,6 +21,7 @@ on_both_databases!(
     a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper,
     missed_ticks_fold_into_one_run_and_a_tick_during_a_run_is_skipped,
     paused_tenants_are_not_claimed_and_claims_are_fair,
+    many_runs_queued_at_once_follow_the_one_by_one_rule,
 );
 
 /// How a worker ends a run it stops (the run becomes `interrupted`, to be settled).
@@ -461,4 +462,106 @@ async fn a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper(s
             .unwrap()
             .is_empty()
     );
+}
+
+async fn many_runs_queued_at_once_follow_the_one_by_one_rule(store: Store) {
+    let s = service(&store, keyring()).await;
+    let url = "http://platform.invalid";
+    let active = tenant(&s, "active", url, None, "10/60s", None).await;
+    let stopped = tenant(&s, "stopped", url, None, "10/60s", None).await;
+    let fresh = tenant(&s, "fresh", url, None, "10/60s", None).await;
+    let other = tenant(&s, "other", url, None, "10/60s", None).await;
+    // One tenant has an interrupted run (its worker stopped it), one a queued run.
+    let interrupted_run = s
+        .queue
+        .enqueue(request(&stopped.id), None)
+        .await
+        .unwrap()
+        .run();
+    let c = s
+        .queue
+        .claim("w1", Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    s.store
+        .finish_run(&c.lease, &interrupted("worker shutting down"))
+        .await
+        .unwrap();
+    let queued_run = s
+        .queue
+        .enqueue(request(&active.id), None)
+        .await
+        .unwrap()
+        .run();
+
+    // A batch naming a tenant that does not exist queues nothing at all.
+    let missing = s
+        .queue
+        .enqueue_many(&[request(&fresh.id), request("t_missing")])
+        .await;
+    assert!(
+        matches!(missing, Err(adsync_service::ServiceError::NotFound(_))),
+        "{missing:?}"
+    );
+    assert!(s.store.runs(&fresh.id, 10).await.unwrap().is_empty());
+
+    let outcomes = s
+        .queue
+        .enqueue_many(&[
+            request(&active.id),
+            request(&stopped.id),
+            request(&fresh.id),
+            request(&other.id),
+            request(&fresh.id),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], Enqueued::AlreadyActive(queued_run));
+    assert_eq!(outcomes[1], Enqueued::Requeued(interrupted_run));
+    let Enqueued::Queued(fresh_run) = outcomes[2] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(
+        matches!(outcomes[3], Enqueued::Queued(r) if r != fresh_run),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[4], Enqueued::AlreadyActive(fresh_run));
+    for t in [&active, &stopped, &fresh, &other] {
+        let runs = s.store.runs(&t.id, 10).await.unwrap();
+        assert_eq!(runs.len(), 1, "{}: {runs:?}", t.name);
+        assert_eq!(runs[0].status, RunStatus::Queued);
+    }
+    // Every queued run is claimable, once.
+    let claimed = s
+        .queue
+        .claim("w2", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4);
+
+    // The scheduler fires every due tenant in one tick: two due tenants, one of them with a
+    // run still active.
+    let due_a = tenant(&s, "due-a", url, None, "10/60s", Some("* * * * * *")).await;
+    let due_b = tenant(&s, "due-b", url, None, "10/60s", Some("* * * * * *")).await;
+    let busy = s
+        .queue
+        .enqueue(request(&due_b.id), None)
+        .await
+        .unwrap()
+        .run();
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    set_next_run(&store, &due_a.id, past).await;
+    set_next_run(&store, &due_b.id, past).await;
+    let (fired, skipped) = scheduler::tick(&s).await.unwrap();
+    assert_eq!((fired, skipped), (1, 1));
+    let a_runs = s.store.runs(&due_a.id, 10).await.unwrap();
+    assert_eq!(a_runs.len(), 1);
+    assert_eq!(a_runs[0].requested_by.as_deref(), Some("schedule"));
+    let b_runs = s.store.runs(&due_b.id, 10).await.unwrap();
+    assert_eq!(b_runs.len(), 1);
+    assert_eq!(b_runs[0].id, busy);
+    assert_eq!(s.tenants.get(&due_b.id).await.unwrap().ticks_skipped, 1);
+    assert_eq!(s.tenants.get(&due_a.id).await.unwrap().ticks_skipped, 0);
 }

@@ -36,20 +36,23 @@ pub(super) async fn flush(inner: Arc<Inner>, pool: sqlx::PgPool) {
             }
             pending.events.drain().map(|(_, e)| e).collect()
         };
-        let payloads = payloads(&batch);
-        let notify = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-            .bind(CHANNEL)
-            .bind(&payloads)
-            .execute(&pool);
-        let failed = match tokio::time::timeout(PUBLISH_TIMEOUT, notify).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("timed out".to_owned()),
-        };
-        if let Some(e) = failed {
+        if let Err(e) = send(&pool, &payloads(&batch)).await {
             metrics::counter!("adsync_events_publish_failures_total").increment(1);
             tracing::debug!(events = batch.len(), error = %e, "live run events not published");
         }
+    }
+}
+
+/// Sends payloads (from [`payloads`]) in one statement.
+pub(super) async fn send(pool: &sqlx::PgPool, payloads: &[String]) -> Result<(), String> {
+    let notify = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .bind(CHANNEL)
+        .bind(payloads)
+        .execute(pool);
+    match tokio::time::timeout(PUBLISH_TIMEOUT, notify).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
     }
 }
 

@@ -447,23 +447,48 @@ impl Tenants {
         rows::due(&self.store, now, limit).await
     }
 
-    /// Moves the tenant's next run from `expected` to the next tick after `now` if nobody
-    /// else did (compare-and-set: of several schedulers, one fires each tick), queues a run in
-    /// the same transaction, and counts the tick skipped when a run was still active.
-    /// `None`: another scheduler fired it.
-    pub async fn fire_tick(
+    /// Fires due ticks (from [`Tenants::due`]) in one transaction: each tenant's next run
+    /// moves from the `next_run_at` it was read with to its next tick after `now` if nobody
+    /// else moved it (compare-and-set: of several schedulers, one fires each tick), its run is
+    /// queued in the same transaction, and a tick finding a run still active is counted
+    /// skipped. Outcomes in the order of `due`; `None`: another scheduler fired it (or the
+    /// tenant has no next run). A tenant whose schedule no longer parses is left out (logged).
+    pub async fn fire_ticks(
         &self,
-        tenant: &Tenant,
-        jitter_ms: i64,
-        expected: DateTime<Utc>,
+        due: &[(Tenant, i64)],
         now: DateTime<Utc>,
-    ) -> Result<Option<crate::queue::Enqueued>> {
-        let schedule = tenant
-            .schedule
-            .as_deref()
-            .map(|c| Schedule::parse(c, &tenant.time_zone))
-            .transpose()?;
-        let next = schedule.and_then(|s| s.next_after(now, jitter_ms));
-        rows::fire_tick(&self.store, tenant, expected, next, now).await
+    ) -> Result<Vec<Option<crate::queue::Enqueued>>> {
+        let mut ticks = Vec::with_capacity(due.len());
+        let mut at = Vec::with_capacity(due.len());
+        for (i, (tenant, jitter_ms)) in due.iter().enumerate() {
+            let Some(expected) = tenant.next_run_at else {
+                continue;
+            };
+            let schedule = match tenant
+                .schedule
+                .as_deref()
+                .map(|c| Schedule::parse(c, &tenant.time_zone))
+                .transpose()
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, error = %e, "schedule does not parse; tick not fired");
+                    continue;
+                }
+            };
+            let next = schedule.and_then(|s| s.next_after(now, *jitter_ms));
+            ticks.push(rows::Tick {
+                tenant,
+                expected,
+                next,
+            });
+            at.push(i);
+        }
+        let fired = rows::fire_ticks(&self.store, &ticks, now).await?;
+        let mut outcomes = vec![None; due.len()];
+        for (i, outcome) in at.into_iter().zip(fired) {
+            outcomes[i] = outcome;
+        }
+        Ok(outcomes)
     }
 }

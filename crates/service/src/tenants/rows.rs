@@ -375,66 +375,116 @@ pub(super) async fn replace_sealed(
     Ok(done == 1)
 }
 
-pub(super) async fn fire_tick(
+/// One due tick: the tenant, the `next_run_at` it was read with, and its next one.
+pub(super) struct Tick<'a> {
+    pub tenant: &'a Tenant,
+    pub expected: DateTime<Utc>,
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// Fires due ticks in one transaction: each tenant's `next_run_at` is moved from `expected`
+/// to `next` if nobody else moved it (compare-and-set), and the winners' runs are queued in
+/// the same transaction; a tick finding a run still active is counted skipped. Outcomes in
+/// the order of `ticks`; `None`: another scheduler fired that one.
+pub(super) async fn fire_ticks(
     store: &Store,
-    tenant: &Tenant,
-    expected: DateTime<Utc>,
-    next: Option<DateTime<Utc>>,
+    ticks: &[Tick<'_>],
     now: DateTime<Utc>,
-) -> Result<Option<Enqueued>> {
+) -> Result<Vec<Option<Enqueued>>> {
     const CAS: &str = "UPDATE tenants SET next_run_at = $3, last_tick_at = $4
         WHERE id = $1 AND next_run_at = $2 AND NOT paused";
     const SKIPPED: &str = "UPDATE tenants SET ticks_skipped = ticks_skipped + 1 WHERE id = $1";
-    let req = RunRequest {
-        tenant: &tenant.id,
-        page_size: tenant.page_size,
-        platform: &tenant.api_url,
-        requested_by: "schedule",
-    };
+    fn req<'a>(t: &Tick<'a>) -> RunRequest<'a> {
+        RunRequest {
+            tenant: &t.tenant.id,
+            page_size: t.tenant.page_size,
+            platform: &t.tenant.api_url,
+            requested_by: "schedule",
+        }
+    }
+    if ticks.is_empty() {
+        return Ok(Vec::new());
+    }
     match store {
         Store::Postgres(p) => {
+            let ids: Vec<&str> = ticks.iter().map(|t| t.tenant.id.as_str()).collect();
+            let expected: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.expected).collect();
+            let next: Vec<Option<DateTime<Utc>>> = ticks.iter().map(|t| t.next).collect();
             let mut tx = p.begin().await?;
-            let won = sqlx::query(CAS)
-                .bind(&tenant.id)
-                .bind(expected)
-                .bind(next)
-                .bind(now)
+            // Locked in id order first: two schedulers firing overlapping batches wait for
+            // each other instead of deadlocking (an UPDATE locks in no set order).
+            sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-            if won.rows_affected() != 1 {
-                return Ok(None);
-            }
-            let outcome = queue::pg::enqueue_in(&mut tx, &req).await?;
-            if matches!(outcome, Enqueued::AlreadyActive(_)) {
-                sqlx::query(SKIPPED)
-                    .bind(&tenant.id)
-                    .execute(&mut *tx)
-                    .await?;
+            let won: Vec<String> = sqlx::query_scalar(
+                "UPDATE tenants t SET next_run_at = x.next, last_tick_at = $4
+                 FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[])
+                     AS x(id, expected, next)
+                 WHERE t.id = x.id AND t.next_run_at = x.expected AND NOT t.paused
+                 RETURNING t.id",
+            )
+            .bind(&ids)
+            .bind(&expected)
+            .bind(&next)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let won: std::collections::HashSet<&str> = won.iter().map(String::as_str).collect();
+            let winners: Vec<&Tick<'_>> = ticks
+                .iter()
+                .filter(|t| won.contains(t.tenant.id.as_str()))
+                .collect();
+            let reqs: Vec<RunRequest<'_>> = winners.iter().map(|t| req(t)).collect();
+            let outcomes = queue::pg::enqueue_many_in(&mut tx, &reqs).await?;
+            let skipped: Vec<&str> = reqs
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Enqueued::AlreadyActive(_)))
+                .map(|(r, _)| r.tenant)
+                .collect();
+            if !skipped.is_empty() {
+                sqlx::query(
+                    "UPDATE tenants SET ticks_skipped = ticks_skipped + 1 WHERE id = ANY($1)",
+                )
+                .bind(&skipped)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
-            Ok(Some(outcome))
+            let by_tenant: std::collections::HashMap<&str, Enqueued> =
+                reqs.iter().map(|r| r.tenant).zip(outcomes).collect();
+            Ok(ticks
+                .iter()
+                .map(|t| by_tenant.get(t.tenant.id.as_str()).copied())
+                .collect())
         }
         Store::Sqlite(p) => {
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            let won = sqlx::query(CAS)
-                .bind(&tenant.id)
-                .bind(sqlite_ts(expected))
-                .bind(next.map(sqlite_ts))
-                .bind(sqlite_ts(now))
-                .execute(&mut *tx)
-                .await?;
-            if won.rows_affected() != 1 {
-                return Ok(None);
-            }
-            let outcome = queue::sqlite::enqueue_in(&mut tx, &req).await?;
-            if matches!(outcome, Enqueued::AlreadyActive(_)) {
-                sqlx::query(SKIPPED)
-                    .bind(&tenant.id)
+            let mut outcomes = Vec::with_capacity(ticks.len());
+            for t in ticks {
+                let won = sqlx::query(CAS)
+                    .bind(&t.tenant.id)
+                    .bind(sqlite_ts(t.expected))
+                    .bind(t.next.map(sqlite_ts))
+                    .bind(sqlite_ts(now))
                     .execute(&mut *tx)
                     .await?;
+                if won.rows_affected() != 1 {
+                    outcomes.push(None);
+                    continue;
+                }
+                let outcome = queue::sqlite::enqueue_in(&mut tx, &req(t)).await?;
+                if matches!(outcome, Enqueued::AlreadyActive(_)) {
+                    sqlx::query(SKIPPED)
+                        .bind(&t.tenant.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                outcomes.push(Some(outcome));
             }
             tx.commit().await?;
-            Ok(Some(outcome))
+            Ok(outcomes)
         }
     }
 }
