@@ -26,6 +26,7 @@ use crate::{
     events::{Events, RunEvent},
     queue::{Claimed, Settle, platform_backoff},
     tenants::Tenant,
+    vault::Credentials,
 };
 
 /// Listing pages fetched and being stored at once by a worker's runs (each some hundred
@@ -244,7 +245,9 @@ impl Worker {
             match step.await {
                 Ok(claimed) => {
                     failures = 0;
+                    let mut prepared = self.prepare(&claimed).await;
                     for c in claimed {
+                        let tenant = prepared.remove(&c.run.tenant_id);
                         let token = shutdown.child_token();
                         let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
                         active.lock().expect("active lock").insert(
@@ -258,7 +261,7 @@ impl Worker {
                         let active = active.clone();
                         tasks.spawn(async move {
                             let id = c.run.id;
-                            this.execute(c, token, requested).await;
+                            this.execute(c, tenant, token, requested).await;
                             active.lock().expect("active lock").remove(&id);
                         });
                     }
@@ -318,9 +321,26 @@ impl Worker {
     }
 
     /// Runs one claimed run to its end and settles it.
+    /// The claimed runs' tenants and credentials, read together (a run missing here reads
+    /// its own in [`Worker::engine_for`]).
+    async fn prepare(&self, claimed: &[Claimed]) -> HashMap<String, Result<(Tenant, Credentials)>> {
+        if claimed.is_empty() {
+            return HashMap::new();
+        }
+        let ids: Vec<&str> = claimed.iter().map(|c| c.run.tenant_id.as_str()).collect();
+        match self.service.tenants.for_runs(&ids).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::debug!(error = %e, "claimed runs' tenants not read together; each reads its own");
+                HashMap::new()
+            }
+        }
+    }
+
     async fn execute(
         &self,
         claimed: Claimed,
+        prepared: Option<Result<(Tenant, Credentials)>>,
         cancel: CancellationToken,
         cancel_requested: Arc<std::sync::atomic::AtomicBool>,
     ) {
@@ -329,7 +349,10 @@ impl Worker {
         if run.attempts > 1 {
             metrics::counter!("adsync_run_resumes_total").increment(1);
         }
-        let engine = match self.engine_for(&run.tenant_id, run.page_size).await {
+        let engine = match self
+            .engine_for(&run.tenant_id, run.page_size, prepared)
+            .await
+        {
             Ok(engine) => engine,
             Err(e) => {
                 tracing::error!(run = id, error = %e, "cannot prepare the run");
@@ -375,7 +398,9 @@ impl Worker {
             client_before: engine.client().stats(),
         };
         let started = live.event();
-        events.publish(&started).await;
+        // Coalesced with the live counters: a worker that claims a thousand runs at once
+        // sends their starts in a few statements, not a thousand before the first page.
+        events.publish_live(started.clone());
         let stop_live = CancellationToken::new();
         let live_task = tokio::spawn(live.publish_until(started, stop_live.clone()));
         let result = engine.run_claimed(run, lease.clone(), cancel).await;
@@ -457,9 +482,19 @@ impl Worker {
 
     /// An engine for the tenant: its credentials opened, its client paced by the limiter
     /// and budget of its (platform, client id).
-    async fn engine_for(&self, tenant_id: &str, page_size: u64) -> Result<SyncEngine> {
-        let tenant: Tenant = self.service.tenants.get(tenant_id).await?;
-        let creds = self.service.tenants.credentials(tenant_id).await?;
+    async fn engine_for(
+        &self,
+        tenant_id: &str,
+        page_size: u64,
+        prepared: Option<Result<(Tenant, Credentials)>>,
+    ) -> Result<SyncEngine> {
+        let (tenant, creds) = match prepared {
+            Some(prepared) => prepared?,
+            None => (
+                self.service.tenants.get(tenant_id).await?,
+                self.service.tenants.credentials(tenant_id).await?,
+            ),
+        };
         let url = Url::parse(&format!("{}/", tenant.api_url))
             .map_err(|e| ServiceError::Invalid(format!("tenant {tenant_id} api_url: {e}")))?;
         let limit = tenant.limit();

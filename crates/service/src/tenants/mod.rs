@@ -422,6 +422,28 @@ impl Tenants {
         Ok(self.keyring.open(id, &sealed)?)
     }
 
+    /// Several tenants with their credentials opened (for the runs a worker just claimed):
+    /// a few queries whatever their number. A tenant that is gone or has no credentials is
+    /// left out; one whose credentials do not open is an error for it alone (`Err` in its
+    /// place), so that the others' runs still start.
+    pub async fn for_runs(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Result<(Tenant, Credentials)>>> {
+        Ok(rows::with_sealed(&self.store, ids)
+            .await?
+            .into_iter()
+            .filter_map(|(tenant, sealed)| {
+                let sealed = sealed?;
+                let opened = self
+                    .keyring
+                    .open(&tenant.id, &sealed)
+                    .map_err(ServiceError::from);
+                Some((tenant.id.clone(), opened.map(|c| (tenant, c))))
+            })
+            .collect())
+    }
+
     /// Rewraps every tenant's data key under the keyring's current master key (the field
     /// ciphertexts do not change). Returns (rewrapped, already current).
     pub async fn rotate_keys(&self) -> Result<(usize, usize)> {
