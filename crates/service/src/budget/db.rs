@@ -1,6 +1,8 @@
-//! The `rate_budgets` SQL, PostgreSQL and SQLite. A grant is one transaction that holds the
-//! row: create it if missing, lock it (`FOR UPDATE`; SQLite: the whole database, by
-//! `BEGIN IMMEDIATE`), read the clock, plan, write the new log.
+//! The `rate_budgets` SQL, PostgreSQL and SQLite. A grant reads the row and the clock, plans,
+//! and writes the new log, either as one transaction that holds the row (create it if missing,
+//! lock it (`FOR UPDATE`; SQLite: the whole database, by `BEGIN IMMEDIATE`), read the clock,
+//! plan, write) or, on PostgreSQL first, optimistically: the write succeeds only if the row
+//! did not change since it was read.
 
 use chrono::Utc;
 use sqlx::{PgPool, Row, SqlitePool};
@@ -16,7 +18,85 @@ use super::{Ask, BudgetKey, BudgetRow, DbBudget, Granted, planner};
 const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 const PG_CLOCK: &str = "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// How many times a PostgreSQL grant is tried optimistically before it locks the row.
+const OPTIMISTIC_TRIES: u32 = 4;
+
+/// A grant on PostgreSQL. First optimistically, in two statements and no transaction: the
+/// row and the clock read together, the new log written only if nobody granted or held in
+/// between (`grants` and `rate_limited` unchanged: each grant raises the one, each hold the
+/// other). A grant is the database work of every window of every run, and the locking
+/// transaction it replaces made five round trips (begin, lock, clock, update, commit): a
+/// fifth of the service's CPU at a thousand tenants went into sending them (perf). Under
+/// contention (holders sharing a client id granting at once), after a few lost races, the
+/// locking transaction, which always succeeds.
 pub(super) async fn pg_grant(
+    pool: &PgPool,
+    key: &BudgetKey,
+    ask: Ask,
+    budget: &DbBudget,
+) -> Result<Granted, StoreError> {
+    for _ in 0..OPTIMISTIC_TRIES {
+        if let Some(granted) = pg_grant_optimistic(pool, key, ask, budget).await? {
+            return Ok(granted);
+        }
+    }
+    pg_grant_locked(pool, key, ask, budget).await
+}
+
+/// One optimistic try: `None` when another holder changed the row in between.
+async fn pg_grant_optimistic(
+    pool: &PgPool,
+    key: &BudgetKey,
+    ask: Ask,
+    budget: &DbBudget,
+) -> Result<Option<Granted>, StoreError> {
+    let read = format!(
+        "SELECT requests, window_ms, sends, hold_until_ms, grants, rate_limited,
+                {PG_NOW_MS} AS now_ms
+         FROM rate_budgets WHERE api_url = $1 AND client_id = $2"
+    );
+    let before = Instant::now();
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(read))
+        .bind(key.api_url())
+        .bind(key.client_id())
+        .fetch_optional(pool)
+        .await?
+    else {
+        // A budget's first grant: the locking path creates the row.
+        return pg_grant_locked(pool, key, ask, budget).await.map(Some);
+    };
+    let local_now = before + before.elapsed() / 2;
+    let stored = Stored {
+        requests: i64::from(row.try_get::<i32, _>("requests")?),
+        window_ms: row.try_get("window_ms")?,
+        sends: row.try_get("sends")?,
+        hold_until_ms: row.try_get("hold_until_ms")?,
+    };
+    let grants: i64 = row.try_get("grants")?;
+    let rate_limited: i64 = row.try_get("rate_limited")?;
+    let db_now_ms: i64 = row.try_get("now_ms")?;
+    let (plan, granted) = stored.plan(ask, db_now_ms, budget);
+    let written = sqlx::query(
+        "UPDATE rate_budgets SET sends = $3, grants = grants + $4, updated_at = now()
+         WHERE api_url = $1 AND client_id = $2 AND grants = $5 AND rate_limited = $6",
+    )
+    .bind(key.api_url())
+    .bind(key.client_id())
+    .bind(join(&plan.log))
+    .bind(granted)
+    .bind(grants)
+    .bind(rate_limited)
+    .execute(pool)
+    .await?;
+    Ok((written.rows_affected() == 1).then_some(Granted {
+        slots: plan.granted,
+        db_now_ms,
+        local_now,
+    }))
+}
+
+/// The locking grant: one transaction holding the row.
+async fn pg_grant_locked(
     pool: &PgPool,
     key: &BudgetKey,
     ask: Ask,
