@@ -15,7 +15,7 @@ use adsync_client::{
 };
 use adsync_domain::RateLimit;
 use adsync_store::{RunCounters, RunId, RunStatus, StopReason};
-use adsync_sync::{BreakerConfig, Outcome, Progress, SyncConfig, SyncEngine};
+use adsync_sync::{BreakerConfig, Outcome, Progress, SyncConfig, SyncEngine, SyncRecorder};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -78,6 +78,8 @@ struct Pacers {
     http: std::sync::OnceLock<reqwest::Client>,
     /// Listing pages in memory at once, over every run of the worker.
     pages: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Records the sync successes of every run of the worker together.
+    recorder: std::sync::OnceLock<SyncRecorder>,
 }
 
 /// The limit it was made for, the limiter, and the shared budget (when budgets are shared).
@@ -542,6 +544,12 @@ impl Worker {
                 self.pacers
                     .pages
                     .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)))
+                    .clone(),
+            ),
+            recorder: Some(
+                self.pacers
+                    .recorder
+                    .get_or_init(|| SyncRecorder::spawn(self.service.store.clone()))
                     .clone(),
             ),
             ..SyncConfig::default()

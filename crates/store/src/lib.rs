@@ -326,6 +326,20 @@ impl Store {
         dispatch!(self, mark_synced(lease, campaign_ids, at))
     }
 
+    /// [`Store::mark_synced`] for several runs at once (a worker's runs, gathered): one
+    /// statement on PostgreSQL. Returns, per batch, whether its lease was still held (its
+    /// campaigns recorded); a batch whose lease is gone changes nothing.
+    pub async fn mark_synced_many(
+        &self,
+        batches: &[(&Lease, &[&str])],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, mark_synced_many(batches, at))
+    }
+
     /// The platform says a campaign the run listed is gone (a 404 to its sync call): it is
     /// marked removed (a later listing that has it clears the mark), its open dead letters are
     /// resolved as `removed`, and `warning` is recorded on the run. Returns whether the mark is

@@ -27,6 +27,7 @@ on_both_databases!(
     a_process_that_lost_its_lease_writes_nothing_and_the_new_owner_writes,
     a_live_lease_cannot_be_taken_over,
     abandoning_an_interrupted_run_fails_it_and_fences_its_last_owner,
+    sync_records_of_several_runs_together_are_each_fenced_by_their_own_lease,
 );
 
 on_both_databases!(
@@ -460,4 +461,79 @@ async fn taking_over_a_run_while_another_run_of_its_tenant_is_running_is_refused
     );
     let after = store.run(run1.id).await.unwrap();
     assert_eq!((after.status, after.resumes), (RunStatus::Interrupted, 0));
+}
+
+async fn sync_records_of_several_runs_together_are_each_fenced_by_their_own_lease(store: Store) {
+    // Arrange: three tenants' runs, each with a stored page. The first run's process lost
+    // its lease (another took the run over); the other two hold theirs.
+    let (lost_run, lost) = start_and_die(&store, "t1").await;
+    let (_, held_a) = start(&store, "t2").await;
+    let (_, held_b) = start(&store, "t3").await;
+    let p = campaigns(&["c1", "c2"], 1);
+    for lease in [&lost, &held_a, &held_b] {
+        store
+            .store_page(lease, &page(more(2), &ids(&p), &p))
+            .await
+            .unwrap();
+    }
+    // An open sync dead letter of t2's c1, resolved by its success.
+    store
+        .dead_letter(&held_a, &sync_failure("c1", "503"), Utc::now())
+        .await
+        .unwrap();
+    let taker = take_over(&store, lost_run.id, "test:2").await;
+    let before = everything_about(&store, "t1", lost_run.id).await;
+
+    // Act: one shared write, the same campaign ids under three tenants.
+    let held = store
+        .mark_synced_many(
+            &[
+                (&held_a, &["c1", "c2"][..]),
+                (&lost, &["c1", "c2"][..]),
+                (&held_b, &["c2"][..]),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    // Assert: the lost lease's batch wrote nothing; the others wrote only their tenant's.
+    assert_eq!(held, [true, false, true]);
+    assert_eq!(everything_about(&store, "t1", lost_run.id).await, before);
+    let synced = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .campaigns(tenant)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.synced_at.is_some())
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(synced("t2").await, ["c1", "c2"]);
+    assert_eq!(synced("t3").await, ["c2"]);
+    assert!(synced("t1").await.is_empty());
+    assert!(
+        store
+            .dead_letters("t2", false)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.resolved),
+        "a success resolves the campaign's sync dead letter"
+    );
+    // The run that took over writes its own.
+    assert_eq!(
+        store
+            .mark_synced_many(&[(&taker, &["c1"][..])], Utc::now())
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(synced("t1").await, ["c1"]);
 }

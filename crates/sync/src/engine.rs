@@ -64,6 +64,9 @@ pub struct SyncConfig {
     /// Pages fetched and being stored at once, shared by the runs of a process (a worker);
     /// `None`: no limit (one run per process).
     pub page_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Records sync successes together with the other runs of a process (a worker); `None`:
+    /// each batch is its own statement (one run per process).
+    pub recorder: Option<crate::SyncRecorder>,
 }
 
 impl Default for SyncConfig {
@@ -81,6 +84,7 @@ impl Default for SyncConfig {
             lease_wait: None,
             pager: PagerLimits::default(),
             page_permits: None,
+            recorder: None,
         }
     }
 }

@@ -73,9 +73,18 @@ impl SyncEngine {
             let ids = ctx.synced.take();
             if !ids.is_empty() {
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                self.store
-                    .mark_synced(&ctx.lease, &refs, Utc::now())
-                    .await?;
+                match &self.config.recorder {
+                    Some(recorder) => {
+                        recorder
+                            .record(&self.store, &ctx.lease, &refs, Utc::now())
+                            .await?
+                    }
+                    None => {
+                        self.store
+                            .mark_synced(&ctx.lease, &refs, Utc::now())
+                            .await?
+                    }
+                }
                 metrics::counter!("adsync_sync_campaigns_synced_total").increment(ids.len() as u64);
             }
             if last {

@@ -296,6 +296,61 @@ pub async fn mark_synced(
     Ok(())
 }
 
+/// [`mark_synced`] for several runs in one statement; returns, per batch, whether its lease
+/// was still held (its campaigns were recorded). The runs' rows are locked in id order, so
+/// two such statements (or one and a single run's write) cannot deadlock.
+pub async fn mark_synced_many(
+    pool: &PgPool,
+    batches: &[(&Lease, &[&str])],
+    at: DateTime<Utc>,
+) -> Result<Vec<bool>, StoreError> {
+    let (mut runs, mut epochs, mut tenants, mut ids) = (vec![], vec![], vec![], vec![]);
+    for (lease, batch) in batches {
+        for id in *batch {
+            runs.push(lease.run);
+            epochs.push(lease.epoch);
+            tenants.push(lease.tenant.as_str());
+            ids.push(*id);
+        }
+    }
+    let held: Vec<(RunId, i64)> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[])
+                AS x(run_id, epoch, tenant_id, id)
+        ), fence AS (
+            SELECT r.id, r.lease_epoch FROM sync_runs r
+            WHERE r.id = ANY($1::int8[]) AND r.status = 'running'
+              AND (r.id, r.lease_epoch) IN (SELECT run_id, epoch FROM input)
+            ORDER BY r.id FOR UPDATE
+        ), held AS (
+            SELECT i.run_id, i.tenant_id, i.id FROM input i
+            JOIN fence f ON f.id = i.run_id AND f.lease_epoch = i.epoch
+        ), campaign AS (
+            UPDATE campaigns c SET synced_at = $5,
+                synced_run_id = CASE WHEN c.last_run_id = h.run_id THEN h.run_id
+                                     ELSE c.synced_run_id END
+            FROM held h WHERE c.tenant_id = h.tenant_id AND c.id = h.id
+        ), letters AS (
+            UPDATE dead_letters d SET resolved = TRUE, resolved_at = $5, resolution = 'synced'
+            FROM held h
+            WHERE d.tenant_id = h.tenant_id AND d.campaign_id = h.id AND d.stage = 'sync'
+              AND NOT d.resolved
+        )
+        SELECT id, lease_epoch FROM fence",
+    )
+    .bind(&runs)
+    .bind(&epochs)
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(at)
+    .fetch_all(pool)
+    .await?;
+    Ok(batches
+        .iter()
+        .map(|(lease, _)| held.contains(&(lease.run, lease.epoch)))
+        .collect())
+}
+
 pub async fn campaign_gone(
     pool: &PgPool,
     lease: &Lease,

@@ -19,7 +19,7 @@ use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction, sqlite::Sqlit
 pub use letters::{
     dead_letter, dead_letters, dismiss_dead_letters, record_retry_failure, resolve_synced_by_retry,
 };
-pub use pages::{campaign_gone, listed, mark_synced, pending_syncs, store_page};
+pub use pages::{campaign_gone, listed, mark_synced, mark_synced_many, pending_syncs, store_page};
 pub use reads::{campaigns, count, run_warnings};
 
 use crate::{

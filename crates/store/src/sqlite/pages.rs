@@ -320,6 +320,24 @@ pub async fn mark_synced(
     Ok(())
 }
 
+/// [`mark_synced`] for several runs, one transaction each (one process writes a SQLite
+/// file); returns, per batch, whether its lease was still held.
+pub async fn mark_synced_many(
+    pool: &SqlitePool,
+    batches: &[(&Lease, &[&str])],
+    at: DateTime<Utc>,
+) -> Result<Vec<bool>, StoreError> {
+    let mut held = Vec::with_capacity(batches.len());
+    for (lease, ids) in batches {
+        held.push(match mark_synced(pool, lease, ids, at).await {
+            Ok(()) => true,
+            Err(StoreError::LeaseLost { .. }) => false,
+            Err(e) => return Err(e),
+        });
+    }
+    Ok(held)
+}
+
 pub async fn campaign_gone(
     pool: &SqlitePool,
     lease: &Lease,
