@@ -24,6 +24,7 @@ use clap::{Parser, Subcommand};
 /// frees small buffers at every request, and glibc's arenas (their locks and consolidation)
 /// cost a seventh of its CPU (1,000 tenants: 1.89-1.95 x floor with glibc, 1.69-1.79 with
 /// jemalloc; BENCHMARKS.md section 6).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -6,14 +6,15 @@
 //! The rule is the [`planner`]'s, pure and tested on its own: a row keeps the last `N` granted
 //! send times (the database's clock, future reservations included) and a new slot goes where
 //! fewer than `N` of them lie within `W + M` before it. [`DbBudget`] asks for slots in one
-//! short transaction (the row locked: `FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite),
-//! keeps the granted instants in a local queue, and hands them out through
+//! grant (on PostgreSQL first optimistically: the row and the clock read together, the new log
+//! written only if the row did not change; else, and on SQLite, one transaction holding the
+//! row: `FOR UPDATE`, `BEGIN IMMEDIATE`), keeps the granted instants in a local queue, and hands them out through
 //! [`adsync_client::SharedBudget`]: the client's own limiter stays the fast path (order within
 //! the process, its exact log), the database is the truth.
 //!
 //! **Time.** Slots are granted on the database's clock (PostgreSQL's `clock_timestamp()`, read
-//! after the row is locked, so that machines with skewed clocks agree; SQLite is one machine,
-//! its system clock) and mapped to a local [`Instant`] through the clock reading. A slot is a
+//! with the row or after it is locked, so that machines with skewed clocks agree; SQLite is one
+//! machine, its system clock) and mapped to a local [`Instant`] through the clock reading. A slot is a
 //! promise about when a request leaves, so one used late is not used at all: a slot more than
 //! the tolerance past its time is dropped (it cost the budget a slot, never a 429), and the
 //! tolerance is part of the margin every slot keeps. Each holder spaces the slots it is
@@ -21,10 +22,11 @@
 //! margin, so a holder whose requests arrive far more unevenly than the others' should be
 //! given a fixed, wider limiter margin.
 //!
-//! **Cost.** One grant is five statements in one transaction (lock, clock, update, and
-//! `BEGIN`/`COMMIT`), about a millisecond on a local PostgreSQL and a tenth of one on SQLite;
-//! at the platform's 10 requests a minute it is nothing, and concurrent takers in one process
-//! share one grant at a time (`grants_total` and `grant_seconds` in `metrics`).
+//! **Cost.** One grant is two statements on PostgreSQL when no other holder wrote the row in
+//! between (`grant_conflicts_total` counts the lost races; after four, the five statements of
+//! the locking transaction), about a millisecond on a local PostgreSQL and a tenth of one on
+//! SQLite; at the platform's 10 requests a minute it is nothing, and concurrent takers in one
+//! process share one grant at a time (`grants_total` and `grant_seconds` in `metrics`).
 
 pub mod planner;
 
@@ -161,13 +163,13 @@ pub async fn all_budgets(store: &Store) -> Result<HashMap<BudgetKey, BudgetRow>,
 /// What this [`DbBudget`] did, for benchmarks and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BudgetStats {
-    /// Grant transactions committed.
+    /// Grants made (each one transaction or, on PostgreSQL, one conditional write).
     pub grants: u64,
     /// Slots they granted.
     pub slots: u64,
-    /// Time spent in grant transactions, in all.
+    /// Time spent granting, in all.
     pub db_time: Duration,
-    /// The longest grant transaction.
+    /// The longest grant.
     pub max_db_time: Duration,
     /// Slots dropped because they could only have been used late.
     pub dropped_late: u64,

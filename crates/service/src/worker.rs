@@ -248,6 +248,20 @@ impl Worker {
                 Ok(claimed) => {
                     failures = 0;
                     let mut prepared = self.prepare(&claimed).await;
+                    // Their starts, in one notification: after the claim, so after the
+                    // `queued` each was published with, and never coalesced away by it.
+                    let starts: Vec<RunEvent> = claimed
+                        .iter()
+                        .map(|c| {
+                            RunEvent::with_counters(
+                                c.run.id,
+                                &c.run.tenant_id,
+                                RunStatus::Running.as_str(),
+                                &c.run.counters,
+                            )
+                        })
+                        .collect();
+                    self.service.events.publish_many(&starts).await;
                     for c in claimed {
                         let tenant = prepared.remove(&c.run.tenant_id);
                         let token = shutdown.child_token();
@@ -322,7 +336,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs one claimed run to its end and settles it.
     /// The claimed runs' tenants and credentials, read together (a run missing here reads
     /// its own in [`Worker::engine_for`]).
     async fn prepare(&self, claimed: &[Claimed]) -> HashMap<String, Result<(Tenant, Credentials)>> {
@@ -339,6 +352,7 @@ impl Worker {
         }
     }
 
+    /// Runs one claimed run to its end and settles it.
     async fn execute(
         &self,
         claimed: Claimed,
@@ -399,10 +413,9 @@ impl Worker {
             client: engine.client().clone(),
             client_before: engine.client().stats(),
         };
+        // The start went out with the claim's (`Worker::run`): one notification for every
+        // run claimed at once, not one round trip each before the first page.
         let started = live.event();
-        // Coalesced with the live counters: a worker that claims a thousand runs at once
-        // sends their starts in a few statements, not a thousand before the first page.
-        events.publish_live(started.clone());
         let stop_live = CancellationToken::new();
         let live_task = tokio::spawn(live.publish_until(started, stop_live.clone()));
         let result = engine.run_claimed(run, lease.clone(), cancel).await;

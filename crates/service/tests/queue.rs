@@ -22,6 +22,7 @@ on_both_databases!(
     missed_ticks_fold_into_one_run_and_a_tick_during_a_run_is_skipped,
     paused_tenants_are_not_claimed_and_claims_are_fair,
     many_runs_queued_at_once_follow_the_one_by_one_rule,
+    ticks_and_claims_at_once_over_many_tenants_never_fail,
 );
 
 /// How a worker ends a run it stops (the run becomes `interrupted`, to be settled).
@@ -564,4 +565,69 @@ async fn many_runs_queued_at_once_follow_the_one_by_one_rule(store: Store) {
     assert_eq!(b_runs[0].id, busy);
     assert_eq!(s.tenants.get(&due_b.id).await.unwrap().ticks_skipped, 1);
     assert_eq!(s.tenants.get(&due_a.id).await.unwrap().ticks_skipped, 0);
+}
+
+async fn ticks_and_claims_at_once_over_many_tenants_never_fail(store: Store) {
+    // Schedulers lock a batch of due tenants while workers' claims update the tenants they
+    // serve, in another order: neither may deadlock the other (a tenant a scheduler finds
+    // locked waits for its next tick).
+    let ring = keyring();
+    let a = service(&store, ring.clone()).await;
+    let b = service(&store, ring).await;
+    let mut tenants = Vec::new();
+    for n in 0..12 {
+        let name = format!("t{n:02}");
+        let t = tenant(
+            &a,
+            &name,
+            "http://platform.invalid",
+            None,
+            "10/60s",
+            Some("* * * * * *"),
+        )
+        .await;
+        tenants.push(t);
+    }
+    for round in 0..4 {
+        let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+        for t in &tenants {
+            set_next_run(&store, &t.id, past).await;
+            if round % 2 == 0 {
+                // Half the rounds with runs queued: the claims then update every tenant.
+                a.queue.enqueue(request(&t.id), None).await.unwrap();
+            }
+        }
+        let (ta, tb, ca, cb) = tokio::join!(
+            scheduler::tick(&a),
+            scheduler::tick(&b),
+            a.queue.claim("worker-a", Duration::from_secs(60), 6),
+            b.queue.claim("worker-b", Duration::from_secs(60), 6),
+        );
+        let (ta, tb) = (ta.unwrap(), tb.unwrap());
+        let (ca, cb) = (ca.unwrap(), cb.unwrap());
+        // Every tenant still has at most one active run, and nothing was claimed twice.
+        let mut claimed: Vec<i64> = ca.iter().chain(&cb).map(|c| c.run.id).collect();
+        claimed.sort_unstable();
+        claimed.dedup();
+        assert_eq!(
+            claimed.len(),
+            ca.len() + cb.len(),
+            "round {round}: {ta:?} {tb:?}"
+        );
+        for t in &tenants {
+            let active = a
+                .store
+                .runs(&t.id, 50)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| matches!(r.status, RunStatus::Queued | RunStatus::Running))
+                .count();
+            assert!(
+                active <= 1,
+                "round {round}: {} has {active} active runs",
+                t.name
+            );
+        }
+    }
 }

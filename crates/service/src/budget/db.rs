@@ -14,7 +14,8 @@ use adsync_store::{Store, StoreError, sqlite_ts};
 use super::{Ask, BudgetKey, BudgetRow, DbBudget, Granted, planner};
 
 /// PostgreSQL's clock now, in ms since the epoch (`clock_timestamp()`, not the transaction's
-/// start time: it is read after the lock is taken).
+/// start time: the locking grant reads it after the lock is taken, the optimistic one with
+/// the row).
 const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 const PG_CLOCK: &str = "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -39,6 +40,8 @@ pub(super) async fn pg_grant(
         if let Some(granted) = pg_grant_optimistic(pool, key, ask, budget).await? {
             return Ok(granted);
         }
+        // Another holder granted or held in between: how often says how contended it is.
+        metrics::counter!("adsync_budget_grant_conflicts_total").increment(1);
     }
     pg_grant_locked(pool, key, ask, budget).await
 }

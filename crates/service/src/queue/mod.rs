@@ -171,7 +171,8 @@ impl Queue {
     }
 
     /// Queues many runs at once, each by [`Queue::enqueue`]'s rule, in one transaction of a
-    /// few statements on PostgreSQL (one per tenant that has an open run, plus four), and
+    /// few statements on PostgreSQL (four, plus a few for each tenant whose open run is
+    /// interrupted: a queued or running one is decided without a round trip), and
     /// publishes their events in one notification. Outcomes in the order of `reqs`; a tenant
     /// asked for twice gets its first request's run as `AlreadyActive`. Not audited: for
     /// the scheduler and the benchmarks.

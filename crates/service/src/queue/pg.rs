@@ -141,14 +141,27 @@ pub(crate) async fn enqueue_many_in(
     if let Some(missing) = tenants.iter().find(|t| !found.contains(*t)) {
         return Err(ServiceError::NotFound(format!("tenant {missing}")));
     }
-    let open: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT tenant_id FROM sync_runs
-         WHERE tenant_id = ANY($1) AND status IN ('queued', 'running', 'interrupted')",
+    // Each tenant's open run, chosen as `enqueue_in` chooses it; the common answer (a run
+    // still queued or running: nothing to do) is decided here, without a round trip.
+    let mut open = std::collections::HashMap::new();
+    for row in sqlx::query(
+        "SELECT DISTINCT ON (tenant_id) tenant_id, id, status, platform,
+            cancel_requested_at IS NOT NULL AS cancelled
+         FROM sync_runs
+         WHERE tenant_id = ANY($1) AND status IN ('queued', 'running', 'interrupted')
+         ORDER BY tenant_id, (status = 'interrupted'), id DESC",
     )
     .bind(&tenants)
     .fetch_all(&mut *tx)
-    .await?;
-    let open: std::collections::HashSet<&str> = open.iter().map(String::as_str).collect();
+    .await?
+    {
+        let tenant: String = row.try_get("tenant_id")?;
+        let id: RunId = row.try_get("id")?;
+        let status: String = row.try_get("status")?;
+        let platform: Option<String> = row.try_get("platform")?;
+        let cancelled: bool = row.try_get("cancelled")?;
+        open.insert(tenant, (id, status, platform, cancelled));
+    }
     // Each tenant's first request decides; a repeat finds the first one's run.
     let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut done: Vec<Option<Enqueued>> = vec![None; reqs.len()];
@@ -158,8 +171,14 @@ pub(crate) async fn enqueue_many_in(
             continue;
         }
         first.insert(req.tenant, i);
-        if open.contains(req.tenant) {
-            done[i] = Some(enqueue_in(tx, req).await?);
+        if let Some((id, status, platform, cancelled)) = open.get(req.tenant) {
+            done[i] = Some(
+                match OpenRun::of(status, platform.as_deref(), *cancelled, req.platform) {
+                    OpenRun::Active => Enqueued::AlreadyActive(*id),
+                    // Interrupted: resumed, closed or replaced by the one-by-one rule.
+                    _ => enqueue_in(tx, req).await?,
+                },
+            );
         } else {
             fresh.push(i);
         }

@@ -506,7 +506,26 @@ impl Tenants {
             });
             at.push(i);
         }
-        let fired = rows::fire_ticks(&self.store, &ticks, now).await?;
+        let fired = match rows::fire_ticks(&self.store, &ticks, now).await {
+            Ok(fired) => fired,
+            // A passing outage fails them all alike: the next tick tries again. Any other
+            // failure may be one tenant's, which must not hold every other tick.
+            Err(e) if ticks.len() > 1 && !e.is_transient() => {
+                tracing::warn!(error = %e, ticks = ticks.len(), "firing the due ticks together failed; firing them one by one");
+                let mut fired = Vec::with_capacity(ticks.len());
+                for tick in &ticks {
+                    match rows::fire_ticks(&self.store, std::slice::from_ref(tick), now).await {
+                        Ok(mut one) => fired.push(one.pop().flatten()),
+                        Err(e) => {
+                            tracing::error!(tenant = %tick.tenant.id, error = %e, "scheduled tick not fired");
+                            fired.push(None);
+                        }
+                    }
+                }
+                fired
+            }
+            Err(e) => return Err(e),
+        };
         let mut outcomes = vec![None; due.len()];
         for (i, outcome) in at.into_iter().zip(fired) {
             outcomes[i] = outcome;

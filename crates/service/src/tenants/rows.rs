@@ -468,23 +468,29 @@ pub(super) async fn fire_ticks(
             let expected: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.expected).collect();
             let next: Vec<Option<DateTime<Utc>>> = ticks.iter().map(|t| t.next).collect();
             let mut tx = p.begin().await?;
-            // Locked in id order first: two schedulers firing overlapping batches wait for
-            // each other instead of deadlocking (an UPDATE locks in no set order).
-            sqlx::query("SELECT 1 FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+            // Locked first, skipping the rows someone else holds: a worker's claim updates
+            // the tenants it serves in its own order, and another scheduler its batch, so
+            // waiting for them could deadlock. A skipped tenant stays due and is fired at a
+            // later tick (or was fired by the other scheduler).
+            let locked: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
             let won: Vec<String> = sqlx::query_scalar(
                 "UPDATE tenants t SET next_run_at = x.next, last_tick_at = $4
                  FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[])
                      AS x(id, expected, next)
                  WHERE t.id = x.id AND t.next_run_at = x.expected AND NOT t.paused
+                   AND t.id = ANY($5)
                  RETURNING t.id",
             )
             .bind(&ids)
             .bind(&expected)
             .bind(&next)
             .bind(now)
+            .bind(&locked)
             .fetch_all(&mut *tx)
             .await?;
             let won: std::collections::HashSet<&str> = won.iter().map(String::as_str).collect();
