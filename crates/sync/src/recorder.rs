@@ -116,7 +116,15 @@ async fn write(store: &Store, batch: Vec<Request>) {
         .zip(&refs)
         .map(|(r, ids)| (&r.lease, ids.as_slice()))
         .collect();
-    let held = match store.mark_synced_many(&batches, at).await {
+    let started = std::time::Instant::now();
+    let result = store.mark_synced_many(&batches, at).await;
+    tracing::debug!(
+        runs = batch.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        ok = result.is_ok(),
+        "recorder write"
+    );
+    let held = match result {
         Ok(held) => held.into_iter().map(Some).collect(),
         Err(e) => {
             tracing::debug!(error = %e, runs = batch.len(), "shared sync record failed; each run writes its own");

@@ -58,13 +58,18 @@ async fn pg_grant_optimistic(
                 {PG_NOW_MS} AS now_ms
          FROM rate_budgets WHERE api_url = $1 AND client_id = $2"
     );
+    // One connection for the read and the write: taken from the pool in between, the write
+    // could wait behind the pool's other users while the slots planned from the clock reading
+    // age (a slot its holder gets late is dropped, and costs the budget a window).
+    let mut conn = pool.acquire().await?;
     let before = Instant::now();
     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(read))
         .bind(key.api_url())
         .bind(key.client_id())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?
     else {
+        drop(conn);
         // A budget's first grant: the locking path creates the row.
         return pg_grant_locked(pool, key, ask, budget).await.map(Some);
     };
@@ -89,7 +94,7 @@ async fn pg_grant_optimistic(
     .bind(granted)
     .bind(grants)
     .bind(rate_limited)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok((written.rows_affected() == 1).then_some(Granted {
         slots: plan.granted,
