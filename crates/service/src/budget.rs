@@ -110,6 +110,9 @@ pub struct BudgetOptions {
     /// [`SlidingWindowLimiter::default_margin`], at least 10 ms (10 ms at a 1 s window, 300 ms
     /// at 60 s). It is added to the margin every slot keeps.
     pub late_tolerance: Option<Duration>,
+    /// Always grant by the transaction that locks the row, never optimistically (PostgreSQL;
+    /// SQLite always locks). For tests that mix both kinds of holders on one budget.
+    pub locking_only: bool,
 }
 
 /// One granted slot: when its request may go.
@@ -179,6 +182,8 @@ pub struct BudgetStats {
     pub holds: u64,
     /// Grants or holds that failed.
     pub errors: u64,
+    /// Optimistic grants that lost a race (another holder wrote the row in between).
+    pub conflicts: u64,
 }
 
 /// A shared rate budget in the database, spent through [`SharedBudget`] (see the module
@@ -196,6 +201,7 @@ struct Shared {
     batch: u32,
     horizon_ms: i64,
     tolerance: Duration,
+    locking_only: bool,
     local: Mutex<Local>,
     // One grant in flight per budget: concurrent takers wait for its slots instead of each
     // locking the row.
@@ -226,6 +232,7 @@ struct Counters {
     dropped_held: AtomicU64,
     holds: AtomicU64,
     errors: AtomicU64,
+    conflicts: AtomicU64,
 }
 
 impl fmt::Debug for DbBudget {
@@ -256,6 +263,7 @@ struct Ask {
     want: u32,
     horizon_ms: i64,
     lead_ms: i64,
+    locking_only: bool,
 }
 
 impl DbBudget {
@@ -295,6 +303,7 @@ impl DbBudget {
                 batch: options.batch.max(1),
                 horizon_ms: ms_ceil(horizon),
                 tolerance,
+                locking_only: options.locking_only,
                 local: Mutex::new(Local::default()),
                 granting: tokio::sync::Mutex::new(()),
                 waiting: AtomicUsize::new(0),
@@ -414,6 +423,7 @@ impl DbBudget {
             horizon_ms: s.horizon_ms,
             lead_ms: i64::try_from((2 * s.lead_us.load(Ordering::Relaxed)).div_ceil(1000))
                 .unwrap_or(i64::MAX),
+            locking_only: s.locking_only,
         };
         let started = Instant::now();
         let result = match &s.store {
@@ -451,6 +461,15 @@ impl DbBudget {
             }
         }
         result
+    }
+
+    /// An optimistic grant lost a race.
+    fn conflicted(&self) {
+        self.shared
+            .counters
+            .conflicts
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("adsync_budget_grant_conflicts_total").increment(1);
     }
 
     /// Called with the row's own limit: warns once when another holder configured the key
@@ -539,6 +558,7 @@ impl DbBudget {
             dropped_held: c.dropped_held.load(Ordering::Relaxed),
             holds: c.holds.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
         }
     }
 }

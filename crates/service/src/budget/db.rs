@@ -36,12 +36,17 @@ pub(super) async fn pg_grant(
     ask: Ask,
     budget: &DbBudget,
 ) -> Result<Granted, StoreError> {
-    for _ in 0..OPTIMISTIC_TRIES {
+    let tries = if ask.locking_only {
+        0
+    } else {
+        OPTIMISTIC_TRIES
+    };
+    for _ in 0..tries {
         if let Some(granted) = pg_grant_optimistic(pool, key, ask, budget).await? {
             return Ok(granted);
         }
         // Another holder granted or held in between: how often says how contended it is.
-        metrics::counter!("adsync_budget_grant_conflicts_total").increment(1);
+        budget.conflicted();
     }
     pg_grant_locked(pool, key, ask, budget).await
 }
