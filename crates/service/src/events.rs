@@ -201,13 +201,7 @@ impl Events {
     /// an event that cannot be sent is logged (debug) and counted
     /// (`adsync_events_publish_failures_total`), as no run should stop for its display.
     pub async fn publish(&self, event: &RunEvent) {
-        // A change of status supersedes the run's live counters still waiting to be sent.
-        self.inner
-            .pending
-            .lock()
-            .expect("events lock")
-            .events
-            .remove(&event.run_id);
+        self.supersede(std::slice::from_ref(event));
         if let Err(e) = self.try_publish(event).await {
             metrics::counter!("adsync_events_publish_failures_total").increment(1);
             tracing::debug!(run = event.run_id, error = %e, "run event not published");
@@ -220,12 +214,7 @@ impl Events {
         if events.is_empty() {
             return;
         }
-        {
-            let mut pending = self.inner.pending.lock().expect("events lock");
-            for event in events {
-                pending.events.remove(&event.run_id);
-            }
-        }
+        self.supersede(events);
         match &self.inner.store {
             Store::Postgres(pool) => {
                 if let Err(e) = live::send(pool, &live::payloads(events)).await {
@@ -238,6 +227,14 @@ impl Events {
                     drop(self.inner.tx.send(event.clone()));
                 }
             }
+        }
+    }
+
+    /// A change of status supersedes the runs' live counters still waiting to be sent.
+    fn supersede(&self, events: &[RunEvent]) {
+        let mut pending = self.inner.pending.lock().expect("events lock");
+        for event in events {
+            pending.events.remove(&event.run_id);
         }
     }
 

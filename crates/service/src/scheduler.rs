@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Result, Service, events::RunEvent, queue::Enqueued};
+use crate::{Result, Service, queue::Enqueued};
 
 /// Fires the due ticks once, in one transaction (a thousand tenants due at the same minute
 /// are queued in a few statements, not a thousand transactions). Returns (fired, skipped).
@@ -33,7 +33,7 @@ pub async fn tick(service: &Service) -> Result<(usize, usize)> {
                 metrics::counter!("adsync_schedule_ticks_total", "outcome" => "queued")
                     .increment(1);
                 tracing::info!(tenant = %tenant.id, run = outcome.run(), "scheduled run queued");
-                events.push(RunEvent::status(outcome.run(), &tenant.id, "queued"));
+                events.extend(outcome.queued_event(&tenant.id));
             }
             None => {} // another scheduler fired it
         }

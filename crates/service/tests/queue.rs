@@ -7,10 +7,11 @@ mod common;
 use std::time::Duration;
 
 use adsync_service::{
-    queue::{CancelOutcome, Enqueued, RunRequest, Settle},
+    Service,
+    queue::{CancelOutcome, Claimed, Enqueued, RunRequest, Settle},
     scheduler,
 };
-use adsync_store::{RunStatus, Store, StoreError};
+use adsync_store::{RunId, RunStatus, Store, StoreError};
 use common::*;
 
 on_both_databases!(
@@ -45,6 +46,21 @@ fn request(tenant: &str) -> RunRequest<'_> {
         platform: "http://platform.invalid",
         requested_by: "test",
     }
+}
+
+/// Queues a run of `tenant` (which must have none active) and returns it.
+async fn queue_run(s: &Service, tenant: &str) -> RunId {
+    s.queue.enqueue(request(tenant), None).await.unwrap().run()
+}
+
+/// Claims one run with a minute's lease (there must be one to claim).
+async fn claim_one(s: &Service, owner: &str) -> Claimed {
+    s.queue
+        .claim(owner, Duration::from_secs(60), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
 }
 
 async fn one_active_run_per_tenant_and_a_claim_goes_to_one_worker(store: Store) {
@@ -89,7 +105,7 @@ async fn one_active_run_per_tenant_and_a_claim_goes_to_one_worker(store: Store) 
 async fn a_run_whose_lease_ran_out_is_reaped_and_its_old_holder_is_fenced_out(store: Store) {
     let s = service(&store, keyring()).await;
     let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
-    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
+    let run = queue_run(&s, &t.id).await;
     let old = s
         .queue
         .claim("dead-worker", Duration::from_millis(200), 1)
@@ -110,13 +126,7 @@ async fn a_run_whose_lease_ran_out_is_reaped_and_its_old_holder_is_fenced_out(st
     .await;
     let requeued = s.store.run(run).await.unwrap();
     assert_eq!(requeued.status, RunStatus::Queued);
-    let new = s
-        .queue
-        .claim("live-worker", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let new = claim_one(&s, "live-worker").await;
     assert_eq!(new.run.id, run);
     assert_eq!(new.lease.epoch, old.lease.epoch + 1);
     assert_eq!(new.run.attempts, 2);
@@ -135,7 +145,7 @@ async fn a_run_whose_lease_ran_out_is_reaped_and_its_old_holder_is_fenced_out(st
 async fn cancel_queued_and_running_runs(store: Store) {
     let s = service(&store, keyring()).await;
     let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
-    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
+    let run = queue_run(&s, &t.id).await;
     assert_eq!(
         s.queue.cancel(run, None).await.unwrap(),
         CancelOutcome::Cancelled
@@ -151,13 +161,7 @@ async fn cancel_queued_and_running_runs(store: Store) {
         matches!(second, Enqueued::Queued(r) if r != run),
         "{second:?}"
     );
-    let claimed = s
-        .queue
-        .claim("w", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let claimed = claim_one(&s, "w").await;
     assert!(
         s.queue
             .cancel_requested(&[claimed.run.id])
@@ -180,14 +184,8 @@ async fn cancel_queued_and_running_runs(store: Store) {
 async fn a_requeued_run_resumes_and_keeps_its_checkpoint(store: Store) {
     let s = service(&store, keyring()).await;
     let t = tenant(&s, "acme", "http://platform.invalid", None, "10/60s", None).await;
-    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
-    let c = s
-        .queue
-        .claim("w1", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let run = queue_run(&s, &t.id).await;
+    let c = claim_one(&s, "w1").await;
     let end = interrupted("worker shutting down");
     s.store.finish_run(&c.lease, &end).await.unwrap();
     assert!(
@@ -213,13 +211,7 @@ async fn a_requeued_run_resumes_and_keeps_its_checkpoint(store: Store) {
             .await
             .unwrap()
     );
-    let again = s
-        .queue
-        .claim("w2", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let again = claim_one(&s, "w2").await;
     assert_eq!(again.run.id, run);
     assert_eq!(again.lease.epoch, c.lease.epoch + 1);
     assert_eq!(again.run.resumes, 1);
@@ -230,13 +222,7 @@ async fn a_requeued_run_resumes_and_keeps_its_checkpoint(store: Store) {
         Enqueued::Requeued(run)
     );
     // A run whose restart waits (the platform was down) is not claimed before its time.
-    let third = s
-        .queue
-        .claim("w3", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let third = claim_one(&s, "w3").await;
     s.store.finish_run(&third.lease, &end).await.unwrap();
     s.queue
         .settle(
@@ -400,8 +386,8 @@ async fn a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper(s
         None,
     )
     .await;
-    let run = s.queue.enqueue(request(&t.id), None).await.unwrap().run();
-    let other = s.queue.enqueue(request(&u.id), None).await.unwrap().run();
+    let run = queue_run(&s, &t.id).await;
+    let other = queue_run(&s, &u.id).await;
     let claimed = s
         .queue
         .claim("w1", Duration::from_secs(60), 2)
@@ -434,13 +420,7 @@ async fn a_run_its_worker_never_settled_is_requeued_or_cancelled_by_the_reaper(s
         RunStatus::Cancelled
     );
     // The requeued run is claimed again, its lease a new epoch; the old lease cannot settle it.
-    let again = s
-        .queue
-        .claim("w2", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let again = claim_one(&s, "w2").await;
     assert_eq!(again.run.id, run);
     let old = claimed.iter().find(|c| c.run.id == run).unwrap();
     assert!(again.lease.epoch > old.lease.epoch);
@@ -473,29 +453,13 @@ async fn many_runs_queued_at_once_follow_the_one_by_one_rule(store: Store) {
     let fresh = tenant(&s, "fresh", url, None, "10/60s", None).await;
     let other = tenant(&s, "other", url, None, "10/60s", None).await;
     // One tenant has an interrupted run (its worker stopped it), one a queued run.
-    let interrupted_run = s
-        .queue
-        .enqueue(request(&stopped.id), None)
-        .await
-        .unwrap()
-        .run();
-    let c = s
-        .queue
-        .claim("w1", Duration::from_secs(60), 1)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let interrupted_run = queue_run(&s, &stopped.id).await;
+    let c = claim_one(&s, "w1").await;
     s.store
         .finish_run(&c.lease, &interrupted("worker shutting down"))
         .await
         .unwrap();
-    let queued_run = s
-        .queue
-        .enqueue(request(&active.id), None)
-        .await
-        .unwrap()
-        .run();
+    let queued_run = queue_run(&s, &active.id).await;
 
     // A batch naming a tenant that does not exist queues nothing at all.
     let missing = s
@@ -546,12 +510,7 @@ async fn many_runs_queued_at_once_follow_the_one_by_one_rule(store: Store) {
     // run still active.
     let due_a = tenant(&s, "due-a", url, None, "10/60s", Some("* * * * * *")).await;
     let due_b = tenant(&s, "due-b", url, None, "10/60s", Some("* * * * * *")).await;
-    let busy = s
-        .queue
-        .enqueue(request(&due_b.id), None)
-        .await
-        .unwrap()
-        .run();
+    let busy = queue_run(&s, &due_b.id).await;
     let past = chrono::Utc::now() - chrono::Duration::seconds(5);
     set_next_run(&store, &due_a.id, past).await;
     set_next_run(&store, &due_b.id, past).await;

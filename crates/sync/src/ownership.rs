@@ -158,13 +158,17 @@ impl LeaseWatch {
 
     /// Returns once the lease is known to be held, or `false` once the run stops.
     pub(crate) async fn wait_held(&self, stop: &CancellationToken) -> bool {
-        while !self.held() {
-            tokio::select! {
-                () = stop.cancelled() => return false,
-                () = tokio::time::sleep(Duration::from_millis(10)) => {}
-            }
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = self.until_held() => !stop.is_cancelled(),
         }
-        !stop.is_cancelled()
+    }
+
+    /// Returns once the lease is known to be held (polled: the keeper renews it).
+    async fn until_held(&self) {
+        while !self.held() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -172,11 +176,7 @@ impl adsync_client::SendGate for LeaseWatch {
     /// Opens while the lease is known held; stays shut after a pause past it until the
     /// keeper renews it (or the run stops and drops the waiting call).
     fn opened(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            while !self.held() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
+        Box::pin(self.until_held())
     }
 }
 

@@ -8,7 +8,7 @@
 //! `LeaseLost`, as from its own write; when the shared statement fails, each run writes its
 //! own batch (and so gets its own error).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use adsync_store::{Lease, Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -16,14 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long the recorder gathers after the first batch arrives: short against the runs' own
 /// gathering (a quarter of a window), long enough for a worker's runs to meet.
-pub const GATHER: Duration = Duration::from_millis(20);
+const GATHER: Duration = Duration::from_millis(20);
 
 /// At most this many campaigns go into one statement.
 const MAX_IDS: usize = 20_000;
 
 struct Request {
     lease: Lease,
-    ids: Vec<String>,
+    ids: Arc<[String]>,
     at: DateTime<Utc>,
     done: oneshot::Sender<Option<bool>>,
 }
@@ -33,6 +33,7 @@ struct Request {
 #[derive(Debug, Clone)]
 pub struct SyncRecorder {
     tx: mpsc::UnboundedSender<Request>,
+    store: Store,
 }
 
 impl std::fmt::Debug for Request {
@@ -48,8 +49,8 @@ impl SyncRecorder {
     /// Starts a recorder writing to `store` (needs a tokio runtime).
     pub fn spawn(store: Store) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, rx));
-        Self { tx }
+        tokio::spawn(run(store.clone(), rx));
+        Self { tx, store }
     }
 
     /// Records `ids` as synced by the run of `lease` at `at`, with other runs' batches.
@@ -57,15 +58,14 @@ impl SyncRecorder {
     /// other error is the run's own write's, made when the shared one failed.
     pub async fn record(
         &self,
-        store: &Store,
         lease: &Lease,
-        ids: &[&str],
+        ids: Arc<[String]>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
         let request = Request {
             lease: lease.clone(),
-            ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+            ids: ids.clone(),
             at,
             done,
         };
@@ -81,7 +81,10 @@ impl SyncRecorder {
             }),
             // The shared write failed (or the recorder is gone): this run's own write says
             // why, or succeeds if the database is back.
-            None => store.mark_synced(lease, ids, at).await,
+            None => {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                self.store.mark_synced(lease, &refs, at).await
+            }
         }
     }
 }
@@ -118,16 +121,14 @@ async fn write(store: &Store, batch: Vec<Request>) {
         .collect();
     let started = std::time::Instant::now();
     let result = store.mark_synced_many(&batches, at).await;
-    tracing::debug!(
-        runs = batch.len(),
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        ok = result.is_ok(),
-        "recorder write"
-    );
+    let ms = started.elapsed().as_secs_f64() * 1e3;
     let held = match result {
-        Ok(held) => held.into_iter().map(Some).collect(),
+        Ok(held) => {
+            tracing::debug!(runs = batch.len(), ms, "sync records written together");
+            held.into_iter().map(Some).collect()
+        }
         Err(e) => {
-            tracing::debug!(error = %e, runs = batch.len(), "shared sync record failed; each run writes its own");
+            tracing::debug!(runs = batch.len(), ms, error = %e, "shared sync record failed; each run writes its own");
             vec![None; batch.len()]
         }
     };

@@ -72,20 +72,17 @@ impl SyncEngine {
             }
             let ids = ctx.synced.take();
             if !ids.is_empty() {
-                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let count = ids.len();
                 match &self.config.recorder {
-                    Some(recorder) => {
-                        recorder
-                            .record(&self.store, &ctx.lease, &refs, Utc::now())
-                            .await?
-                    }
+                    Some(recorder) => recorder.record(&ctx.lease, ids.into(), Utc::now()).await?,
                     None => {
+                        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                         self.store
                             .mark_synced(&ctx.lease, &refs, Utc::now())
                             .await?
                     }
                 }
-                metrics::counter!("adsync_sync_campaigns_synced_total").increment(ids.len() as u64);
+                metrics::counter!("adsync_sync_campaigns_synced_total").increment(count as u64);
             }
             if last {
                 // The consumers are done: nothing more can arrive.

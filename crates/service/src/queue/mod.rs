@@ -42,6 +42,17 @@ impl Enqueued {
             Enqueued::Queued(r) | Enqueued::Requeued(r) | Enqueued::AlreadyActive(r) => r,
         }
     }
+
+    /// The `queued` event the tenant's subscribers get, if a run was queued (none when one
+    /// was already active).
+    pub fn queued_event(self, tenant: &str) -> Option<RunEvent> {
+        match self {
+            Enqueued::Queued(run) | Enqueued::Requeued(run) => {
+                Some(RunEvent::status(run, tenant, RunStatus::Queued.as_str()))
+            }
+            Enqueued::AlreadyActive(_) => None,
+        }
+    }
 }
 
 /// What to queue: a tenant's run with its settings.
@@ -163,8 +174,7 @@ impl Queue {
             Store::Postgres(p) => pg::enqueue(p, &req, actor).await?,
             Store::Sqlite(p) => sqlite::enqueue(p, &req, actor).await?,
         };
-        if let Enqueued::Queued(run) | Enqueued::Requeued(run) = outcome {
-            let event = RunEvent::status(run, req.tenant, RunStatus::Queued.as_str());
+        if let Some(event) = outcome.queued_event(req.tenant) {
             self.events.publish(&event).await;
         }
         Ok(outcome)
@@ -194,25 +204,13 @@ impl Queue {
                 outcomes
             }
         };
-        self.publish_queued(reqs, &outcomes).await;
-        Ok(outcomes)
-    }
-
-    /// Publishes a `queued` event for each run that `outcomes` queued, in one notification.
-    pub(crate) async fn publish_queued(&self, reqs: &[RunRequest<'_>], outcomes: &[Enqueued]) {
         let events: Vec<RunEvent> = reqs
             .iter()
-            .zip(outcomes)
-            .filter_map(|(req, outcome)| match outcome {
-                Enqueued::Queued(run) | Enqueued::Requeued(run) => Some(RunEvent::status(
-                    *run,
-                    req.tenant,
-                    RunStatus::Queued.as_str(),
-                )),
-                Enqueued::AlreadyActive(_) => None,
-            })
+            .zip(&outcomes)
+            .filter_map(|(req, outcome)| outcome.queued_event(req.tenant))
             .collect();
         self.events.publish_many(&events).await;
+        Ok(outcomes)
     }
 
     /// Claims up to `max` queued runs for `owner` with a lease of `ttl`: fair across

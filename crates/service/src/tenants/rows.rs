@@ -305,33 +305,35 @@ pub(super) async fn delete(
 const SEALED: &str =
     "SELECT key_id, wrapped_key, email, password FROM tenant_secrets WHERE tenant_id = $1";
 
+/// A `tenant_secrets` row (selected with [`SEALED`]'s columns) as sealed secrets.
+fn sealed_from<'r, R>(r: &'r R) -> Result<Sealed>
+where
+    R: Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Sealed {
+        key_id: r.try_get("key_id")?,
+        wrapped_key: r.try_get("wrapped_key")?,
+        email: r.try_get("email")?,
+        password: r.try_get("password")?,
+    })
+}
+
 pub(super) async fn sealed(store: &Store, id: &str) -> Result<Option<Sealed>> {
-    fn from<'r, R>(r: &'r R) -> Result<Sealed>
-    where
-        R: Row,
-        &'r str: sqlx::ColumnIndex<R>,
-        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        Ok(Sealed {
-            key_id: r.try_get("key_id")?,
-            wrapped_key: r.try_get("wrapped_key")?,
-            email: r.try_get("email")?,
-            password: r.try_get("password")?,
-        })
-    }
     Ok(match store {
         Store::Postgres(p) => sqlx::query(SEALED)
             .bind(id)
             .fetch_optional(p)
             .await?
-            .map(|r| from(&r))
+            .map(|r| sealed_from(&r))
             .transpose()?,
         Store::Sqlite(p) => sqlx::query(SEALED)
             .bind(id)
             .fetch_optional(p)
             .await?
-            .map(|r| from(&r))
+            .map(|r| sealed_from(&r))
             .transpose()?,
     })
 }
@@ -362,16 +364,7 @@ pub(super) async fn with_sealed(
             .fetch_all(p)
             .await?
             {
-                let id: String = r.try_get("tenant_id")?;
-                sealed.insert(
-                    id,
-                    Sealed {
-                        key_id: r.try_get("key_id")?,
-                        wrapped_key: r.try_get("wrapped_key")?,
-                        email: r.try_get("email")?,
-                        password: r.try_get("password")?,
-                    },
-                );
+                sealed.insert(r.try_get::<String, _>("tenant_id")?, sealed_from(&r)?);
             }
             Ok(tenants
                 .into_iter()
