@@ -78,6 +78,8 @@ async fn simulator(args: &ServiceBenchArgs) -> anyhow::Result<(tokio::process::C
             "--time-scale",
             &args.time_scale.to_string(),
         ])
+        // Its tenants use the reference account.
+        .env_remove("ADSYNC_SIM_PASSWORD")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

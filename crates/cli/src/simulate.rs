@@ -164,6 +164,12 @@ impl SimulateArgs {
         c.token_ttl = self.token_ttl;
         c.time_scale = self.time_scale;
         c.seed = self.seed;
+        // The password it accepts (with the reference e-mail): from the environment only, so
+        // that a harness starting its own simulator can use a random one and write none;
+        // unset, the reference server's.
+        if let Ok(password) = std::env::var("ADSYNC_SIM_PASSWORD") {
+            c.password = password;
+        }
         c.retry_after_header = self.retry_after_header.is_some();
         c.retry_after_header_value = self.retry_after_header.clone().flatten();
         c.retry_after_body = self.retry_after_body.clone();

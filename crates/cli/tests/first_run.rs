@@ -172,3 +172,23 @@ async fn postgres_takes_the_same_command_with_simulator_and_keeps_budgets_exact(
     );
     db.close().await;
 }
+
+#[tokio::test]
+async fn a_simulator_given_a_password_in_its_environment_accepts_that_one_only() {
+    // Harnesses start their simulators with a made-up password (ADSYNC_SIM_PASSWORD) instead
+    // of writing the reference one.
+    let dir = TempDir::new("sim-password");
+    let sim = SimProcess::start_with_env(
+        dir.path(),
+        &["--time-scale", "600", "--campaigns", "3"],
+        &[("ADSYNC_SIM_PASSWORD", "made-up-for-this-test")],
+    );
+
+    let reference = run(&mut sim.sync(dir.path()));
+    let own = run(sim
+        .sync(dir.path())
+        .env("AD_PLATFORM_PASSWORD", "made-up-for-this-test"));
+
+    assert_eq!(reference.status.code(), Some(1), "{}", all_text(&reference));
+    assert_eq!(own.status.code(), Some(0), "{}", all_text(&own));
+}

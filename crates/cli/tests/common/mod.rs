@@ -346,7 +346,17 @@ pub struct SimProcess {
 impl SimProcess {
     /// Starts `adsync simulate --port 0 ARGS` and reads its address from its first line.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
-        let mut process = Running::spawn(adsync(dir).args(["simulate", "--port", "0"]).args(args));
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// [`SimProcess::start`] with these environment variables set.
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut process = Running::spawn(
+            adsync(dir)
+                .args(["simulate", "--port", "0"])
+                .args(args)
+                .envs(env.iter().copied()),
+        );
         let banner = process.wait_for_line(true, "listening on", DEADLINE);
         let url = banner
             .split_whitespace()
