@@ -31,6 +31,7 @@
 pub mod planner;
 
 mod db;
+mod gather;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -48,6 +49,7 @@ use adsync_store::{Store, StoreError};
 use tokio::time::Instant;
 use url::Url;
 
+pub use gather::{Granter, GranterStats};
 pub use planner::{Plan, PlanRequest, exceeds, plan};
 
 /// Which budget: the platform (its normalized URL) and the client id it limits.
@@ -202,6 +204,8 @@ struct Shared {
     horizon_ms: i64,
     tolerance: Duration,
     locking_only: bool,
+    // Grants made together with the process's other budgets (PostgreSQL), if attached.
+    granter: Option<Granter>,
     local: Mutex<Local>,
     // One grant in flight per budget: concurrent takers wait for its slots instead of each
     // locking the row.
@@ -304,6 +308,7 @@ impl DbBudget {
                 horizon_ms: ms_ceil(horizon),
                 tolerance,
                 locking_only: options.locking_only,
+                granter: None,
                 local: Mutex::new(Local::default()),
                 granting: tokio::sync::Mutex::new(()),
                 waiting: AtomicUsize::new(0),
@@ -312,6 +317,18 @@ impl DbBudget {
                 counters: Counters::default(),
             }),
         }
+    }
+
+    /// Makes this budget's grants with the other budgets of `granter` (see [`Granter`]):
+    /// on PostgreSQL, unless it only ever locks; SQLite grants alone. Call it before the
+    /// budget is cloned (a clone made earlier keeps granting alone).
+    #[must_use]
+    pub fn gathered(mut self, granter: Granter) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.granter = Some(granter),
+            None => tracing::warn!("a shared budget already in use was not attached to a granter"),
+        }
+        self
     }
 
     /// The budget's key.
@@ -427,7 +444,7 @@ impl DbBudget {
         };
         let started = Instant::now();
         let result = match &s.store {
-            Store::Postgres(pool) => db::pg_grant(pool, &s.key, ask, self).await,
+            Store::Postgres(pool) => self.pg_grant(pool, ask).await,
             Store::Sqlite(pool) => db::sqlite_grant(pool, &s.key, ask, self).await,
         };
         let elapsed = started.elapsed();
@@ -461,6 +478,21 @@ impl DbBudget {
             }
         }
         result
+    }
+
+    /// A grant on PostgreSQL: with the granter's batch if there is one, else (or when the
+    /// batch could not make it) alone.
+    async fn pg_grant(&self, pool: &sqlx::PgPool, ask: Ask) -> Result<Granted, StoreError> {
+        if let Some(granter) = &self.shared.granter
+            && !ask.locking_only
+        {
+            match granter.grant(self, ask).await {
+                gather::Gathered::Granted(granted) => return Ok(granted),
+                gather::Gathered::Lost => self.conflicted(),
+                gather::Gathered::Alone => {}
+            }
+        }
+        db::pg_grant(pool, &self.shared.key, ask, self).await
     }
 
     /// An optimistic grant lost a race.

@@ -22,16 +22,21 @@ use url::Url;
 
 use crate::{
     Result, Service, ServiceError,
-    budget::{BudgetKey, BudgetOptions, DbBudget},
+    budget::{BudgetKey, BudgetOptions, DbBudget, Granter},
     events::{Events, RunEvent},
     queue::{Claimed, Settle, platform_backoff},
     tenants::Tenant,
     vault::Credentials,
 };
 
-/// Listing pages fetched and being stored at once by a worker's runs (each some hundred
-/// kilobytes; the database stores them one transaction at a time).
+/// Listing pages being fetched at once by a worker's runs (each some hundred kilobytes).
 const PAGES_AT_ONCE: usize = 32;
+
+/// Listing pages being stored at once by a worker's runs: a page's store is the largest write
+/// of a run (milliseconds of the database's time), and at the start of a thousand runs
+/// a thousand of them queue; the rest of the pool stays free for the runs' grants and
+/// successes, which their sync calls wait for.
+const STORES_AT_ONCE: usize = 4;
 
 /// How often a running run's live counters are published (when they moved).
 const LIVE_EVERY: Duration = Duration::from_millis(500);
@@ -78,8 +83,12 @@ struct Pacers {
     http: std::sync::OnceLock<reqwest::Client>,
     /// Listing pages in memory at once, over every run of the worker.
     pages: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Listing pages being stored at once, over every run of the worker.
+    stores: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     /// Records the sync successes of every run of the worker together.
     recorder: std::sync::OnceLock<SyncRecorder>,
+    /// Makes the grants of every shared budget of the worker together (PostgreSQL).
+    granter: std::sync::OnceLock<Option<Granter>>,
 }
 
 /// The limit it was made for, the limiter, and the shared budget (when budgets are shared).
@@ -110,13 +119,21 @@ impl Pacers {
                 horizon: Some(limit.window / 2),
                 ..BudgetOptions::default()
             };
-            Arc::new(DbBudget::with_options(
+            let budget = DbBudget::with_options(
                 service.store.clone(),
                 BudgetKey::new(url, client_id),
                 limit,
                 limiter.clone(),
                 options,
-            ))
+            );
+            let granter = self.granter.get_or_init(|| match &service.store {
+                adsync_store::Store::Postgres(pool) => Some(Granter::spawn(pool.clone())),
+                adsync_store::Store::Sqlite(_) => None,
+            });
+            Arc::new(match granter {
+                Some(granter) => budget.gathered(granter.clone()),
+                None => budget,
+            })
         });
         map.insert(key, (limit, limiter.clone(), budget.clone()));
         (limiter, budget)
@@ -557,6 +574,12 @@ impl Worker {
                 self.pacers
                     .pages
                     .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)))
+                    .clone(),
+            ),
+            store_permits: Some(
+                self.pacers
+                    .stores
+                    .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(STORES_AT_ONCE)))
                     .clone(),
             ),
             recorder: Some(

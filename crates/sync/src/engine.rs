@@ -61,9 +61,13 @@ pub struct SyncConfig {
     pub lease_wait: Option<Duration>,
     /// Bounds on the listing.
     pub pager: PagerLimits,
-    /// Pages fetched and being stored at once, shared by the runs of a process (a worker);
-    /// `None`: no limit (one run per process).
+    /// Pages being fetched at once, shared by the runs of a process (a worker); `None`: no
+    /// limit (one run per process).
     pub page_permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// Pages being stored at once, shared by the runs of a process (a worker), so that the
+    /// stores of a thousand first pages leave the rest of the pool to the runs' other writes
+    /// (grants, successes); `None`: no limit.
+    pub store_permits: Option<Arc<tokio::sync::Semaphore>>,
     /// Records sync successes together with the other runs of a process (a worker); `None`:
     /// each batch is its own statement (one run per process).
     pub recorder: Option<crate::SyncRecorder>,
@@ -84,6 +88,7 @@ impl Default for SyncConfig {
             lease_wait: None,
             pager: PagerLimits::default(),
             page_permits: None,
+            store_permits: None,
             recorder: None,
         }
     }
@@ -196,6 +201,8 @@ pub(crate) struct RunCtx {
     pub hard: CancellationToken,
     /// Campaigns whose sync call succeeded, not yet recorded (see `syncing::flush_synced`).
     pub synced: crate::syncing::SyncedBuffer,
+    /// Pages handed to the sync calls and pages stored: a sync's write waits for its page.
+    pub handoff: crate::handoff::Handoff,
     /// When the lease was last renewed: no platform call goes out on a lease that may have
     /// run out.
     pub watch: Arc<ownership::LeaseWatch>,
@@ -326,6 +333,7 @@ impl SyncEngine {
             stop: cancel.child_token(),
             hard: CancellationToken::new(),
             synced: Default::default(),
+            handoff: Default::default(),
             watch: Arc::new(ownership::LeaseWatch::new(self.config.lease_ttl)),
         };
         let kept_because = Arc::new(Mutex::new(None));
@@ -513,17 +521,20 @@ impl SyncEngine {
         );
         // Bounded: the listing may run ahead of the sync calls by a couple of pages at most.
         let capacity = (run.page_size as usize).saturating_mul(2).clamp(64, 20_000);
-        let (tx, rx) = mpsc::channel::<String>(capacity);
+        // Each id with the number of the page its writes wait for (0: stored by an earlier
+        // process; see `handoff`).
+        let (tx, rx) = mpsc::channel::<(String, u64)>(capacity);
         let producer = async {
             self.progress
                 .pending
                 .fetch_add(pending.len() as u64, Ordering::Relaxed);
             for id in pending {
-                if tx.send(id).await.is_err() {
+                if tx.send((id, 0)).await.is_err() {
                     return Err(Stop::Cancelled);
                 }
             }
             let r = self.list_pages(ctx, pager, tx).await;
+            ctx.handoff.close();
             if r.is_err() {
                 ctx.stop.cancel();
             }

@@ -9,6 +9,7 @@
 
 mod breaker;
 mod engine;
+mod handoff;
 mod listing;
 mod ownership;
 mod pager;

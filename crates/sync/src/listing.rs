@@ -1,6 +1,7 @@
 //! The producer of a run: pages from the checkpoint on, checked by the [`Pager`], validated,
 //! and stored one transaction each with the listing cursor; the ids new to the run go down a
-//! bounded channel to the sync calls.
+//! bounded channel to the sync calls as soon as their page is validated, while it is stored
+//! (see [`crate::handoff`]).
 
 use std::{
     collections::HashSet,
@@ -8,7 +9,7 @@ use std::{
 };
 
 use adsync_domain::{Campaign, CampaignId, wire::CampaignPage};
-use adsync_store::{NewDeadLetter, PageBatch, RunWarning, Stage};
+use adsync_store::{ListingCursor, NewDeadLetter, PageBatch, RunWarning, Stage};
 use chrono::Utc;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -44,7 +45,7 @@ impl SyncEngine {
         &self,
         ctx: &RunCtx,
         mut pager: Pager,
-        tx: mpsc::Sender<String>,
+        tx: mpsc::Sender<(String, u64)>,
     ) -> Result<(), Stop> {
         while let Some((page, limit)) = pager.next_request() {
             self.admitted(&ctx.stop).await?;
@@ -52,8 +53,7 @@ impl SyncEngine {
                 return Err(Stop::Cancelled);
             }
             // A page in memory is some hundred kilobytes: with many runs in one process, only
-            // so many are fetched and stored at once (the database takes them one by one
-            // anyway).
+            // so many are fetched at once.
             let _permit = match &self.config.page_permits {
                 Some(permits) => tokio::select! {
                     biased;
@@ -71,12 +71,10 @@ impl SyncEngine {
                     self.client.list_campaigns(page, limit),
                 ) => r,
             };
-            let ids = match fetched {
+            let mut page_data = match fetched {
                 Ok(data) => {
                     self.breaker.record_success();
-                    let ids = self.store_page(ctx, &mut pager, page, &data).await?;
-                    drop(data);
-                    ids
+                    self.prepare_page(&mut pager, page, &data)
                 }
                 Err(e) if e.is_transient() => {
                     self.breaker.record_failure();
@@ -96,28 +94,37 @@ impl SyncEngine {
                 }
                 Err(e) => return Err(Stop::Fatal(e)),
             };
+            // The raw page is gone (the campaigns keep their records): the next fetch may go.
+            drop(_permit);
+            // The sync calls start now; the page is stored meanwhile (see `handoff`).
+            let handed = ctx.handoff.handed();
+            let ids = std::mem::take(&mut page_data.to_sync);
             self.progress
                 .pending
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            for id in ids {
-                if tx.send(id).await.is_err() {
-                    // The consumers are gone: the run is stopping.
-                    return Err(Stop::Cancelled);
+            let hand_out = async {
+                for id in ids {
+                    if tx.send((id, handed)).await.is_err() {
+                        // The consumers are gone: the run is stopping.
+                        return Err(Stop::Cancelled);
+                    }
                 }
-            }
+                Ok(())
+            };
+            // Both to the end: a store abandoned because the sync calls stopped would lose
+            // the checkpoint of what they did.
+            let (stored, handed_out) =
+                tokio::join!(self.store_prepared(ctx, page, &page_data), hand_out);
+            stored?;
+            ctx.handoff.stored();
+            handed_out?;
         }
         self.progress.listing_done.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Checks, validates and stores one page; returns the ids to sync.
-    async fn store_page(
-        &self,
-        ctx: &RunCtx,
-        pager: &mut Pager,
-        page: u64,
-        data: &CampaignPage,
-    ) -> Result<Vec<String>, Stop> {
+    /// Checks and validates one page (no I/O): what to store, and the ids to sync.
+    fn prepare_page(&self, pager: &mut Pager, page: u64, data: &CampaignPage) -> PreparedPage {
         let listed: Vec<Option<String>> = data.data.iter().map(|r| record_id(r)).collect();
         let listed_refs: Vec<Option<&str>> = listed.iter().map(Option::as_deref).collect();
         let verdict = pager.on_page(&data.pagination, &listed_refs);
@@ -143,48 +150,75 @@ impl SyncEngine {
             .zip(&verdict.new_to_run)
             .filter_map(|(id, new)| id.filter(|_| *new))
             .collect();
-        let listed_ids: Vec<&str> = listed_refs[..verdict.keep]
+        // Each campaign is synced once per run, however many passes list it.
+        let to_sync = campaigns
             .iter()
-            .flatten()
-            .copied()
+            .filter(|c| new_ids.contains(c.id.as_str()))
+            .map(|c| c.id.as_str().to_owned())
             .collect();
-        let batch = PageBatch {
+        let listed_ids = listed.into_iter().take(verdict.keep).flatten().collect();
+        PreparedPage {
             cursor: verdict.cursor,
-            listed_ids: &listed_ids,
+            listed_ids,
             seen: data.data.len() as u64,
-            campaigns: &campaigns,
-            dead_letters: &dead_letters,
-            warnings: &warnings,
-            counts_as_page: true,
+            has_more: data.pagination.has_more,
+            campaigns,
+            dead_letters,
+            warnings,
+            to_sync,
             observed_at: Utc::now(),
+        }
+    }
+
+    /// Stores a prepared page with the listing cursor, in one transaction (at most
+    /// `store_permits` at once in a worker).
+    async fn store_prepared(
+        &self,
+        ctx: &RunCtx,
+        page: u64,
+        prepared: &PreparedPage,
+    ) -> Result<(), Stop> {
+        let listed_ids: Vec<&str> = prepared.listed_ids.iter().map(String::as_str).collect();
+        let batch = PageBatch {
+            cursor: prepared.cursor,
+            listed_ids: &listed_ids,
+            seen: prepared.seen,
+            campaigns: &prepared.campaigns,
+            dead_letters: &prepared.dead_letters,
+            warnings: &prepared.warnings,
+            counts_as_page: true,
+            observed_at: prepared.observed_at,
+        };
+        let _permit = match &self.config.store_permits {
+            Some(permits) => tokio::select! {
+                biased;
+                _ = ctx.stop.cancelled() => return Err(Stop::Cancelled),
+                p = permits.clone().acquire_owned() => p.ok(),
+            },
+            None => None,
         };
         let outcome = self.store.store_page(&ctx.lease, &batch).await?;
         let p = &self.progress;
         p.pages.fetch_add(1, Ordering::Relaxed);
-        p.seen.fetch_add(data.data.len() as u64, Ordering::Relaxed);
+        p.seen.fetch_add(prepared.seen, Ordering::Relaxed);
         p.stored.fetch_add(outcome.newly_stored, Ordering::Relaxed);
         p.dead_lettered
             .fetch_add(outcome.dead_lettered, Ordering::Relaxed);
-        p.set_cursor(&verdict.cursor);
+        p.set_cursor(&prepared.cursor);
         metrics::counter!("adsync_sync_pages_total").increment(1);
         metrics::counter!("adsync_sync_campaigns_stored_total").increment(outcome.newly_stored);
         tracing::info!(
             page,
-            pass = verdict.cursor.pass,
-            stored = campaigns.len(),
-            dead_lettered = dead_letters.len(),
+            pass = prepared.cursor.pass,
+            stored = prepared.campaigns.len(),
+            dead_lettered = prepared.dead_letters.len(),
             removed = outcome.removed,
             returned = outcome.returned,
-            has_more = data.pagination.has_more,
-            listing_done = verdict.cursor.done,
+            has_more = prepared.has_more,
+            listing_done = prepared.cursor.done,
             "page stored"
         );
-        // Each campaign is synced once per run, however many passes list it.
-        Ok(campaigns
-            .into_iter()
-            .filter(|c| new_ids.contains(c.id.as_str()))
-            .map(|c| c.id.as_str().to_owned())
-            .collect())
+        Ok(())
     }
 
     /// A page that parsed but does not match the contract (or is too large): dead-lettered
@@ -212,6 +246,21 @@ impl SyncEngine {
         self.progress.set_cursor(&verdict.cursor);
         Ok(())
     }
+}
+
+/// A page checked and validated, not yet stored.
+struct PreparedPage {
+    cursor: ListingCursor,
+    /// Every id the page listed, valid records or not.
+    listed_ids: Vec<String>,
+    seen: u64,
+    has_more: bool,
+    campaigns: Vec<Campaign>,
+    dead_letters: Vec<NewDeadLetter>,
+    warnings: Vec<RunWarning>,
+    /// The valid campaigns new to the run, to sync.
+    to_sync: Vec<String>,
+    observed_at: chrono::DateTime<Utc>,
 }
 
 /// A record's id, when it has one that is usable as an id.

@@ -31,20 +31,20 @@ pub fn flush_delay(window: Duration) -> Duration {
     (window / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// Successes not yet recorded.
+/// Successes not yet recorded, each with the number of the page it waits for.
 #[derive(Debug, Default)]
 pub(crate) struct SyncedBuffer {
-    ids: Mutex<Vec<String>>,
+    ids: Mutex<Vec<(String, u64)>>,
     added: Notify,
 }
 
 impl SyncedBuffer {
-    fn push(&self, id: String) {
-        self.ids.lock().expect("synced buffer").push(id);
+    fn push(&self, id: String, page: u64) {
+        self.ids.lock().expect("synced buffer").push((id, page));
         self.added.notify_one();
     }
 
-    fn take(&self) -> Vec<String> {
+    fn take(&self) -> Vec<(String, u64)> {
         std::mem::take(&mut *self.ids.lock().expect("synced buffer"))
     }
 }
@@ -70,7 +70,7 @@ impl SyncEngine {
                     () = tokio::time::sleep(delay) => {}
                 }
             }
-            let ids = ctx.synced.take();
+            let ids = self.recordable(ctx, ctx.synced.take()).await;
             if !ids.is_empty() {
                 let count = ids.len();
                 match &self.config.recorder {
@@ -95,7 +95,7 @@ impl SyncEngine {
     pub(crate) async fn sync_all(
         &self,
         ctx: &RunCtx,
-        rx: mpsc::Receiver<String>,
+        rx: mpsc::Receiver<(String, u64)>,
     ) -> Result<(), Stop> {
         // Set once the producer closed the channel and every id was taken: only then is the
         // work done. Stopping early (take_until) leaves ids behind even when every call in
@@ -106,11 +106,11 @@ impl SyncEngine {
             if next.is_none() {
                 drained.store(true, Ordering::Relaxed);
             }
-            next.map(|id| (id, (rx, drained)))
+            next.map(|queued| (queued, (rx, drained)))
         })
         .take_until(ctx.stop.clone().cancelled_owned());
         let results = ids
-            .map(|id| self.sync_one(ctx, id))
+            .map(|(id, page)| self.sync_one(ctx, id, page))
             .buffer_unordered(self.sync_concurrency());
         let mut results = std::pin::pin!(results);
         let mut first_error = None;
@@ -129,7 +129,9 @@ impl SyncEngine {
         }
     }
 
-    async fn sync_one(&self, ctx: &RunCtx, id: String) -> Result<(), Stop> {
+    /// One campaign's sync call (retried), and what it means; `page`: the page whose store
+    /// its writes wait for.
+    async fn sync_one(&self, ctx: &RunCtx, id: String, page: u64) -> Result<(), Stop> {
         let cid = CampaignId::parse(&id).map_err(|e| {
             Stop::Fatal(adsync_client::Error::Contract {
                 what: "stored campaign id",
@@ -159,7 +161,7 @@ impl SyncEngine {
                 Ok(_) => {
                     self.breaker.record_success();
                     tracing::debug!(campaign = %id, "campaign synced");
-                    ctx.synced.push(id);
+                    ctx.synced.push(id, page);
                     let p = &self.progress;
                     p.synced.fetch_add(1, Ordering::Relaxed);
                     p.pending.fetch_sub(1, Ordering::Relaxed);
@@ -184,13 +186,13 @@ impl SyncEngine {
                     // Boxed, as the store calls below: a database future is some kilobytes,
                     // and inline it would make every sync_one future (a window's worth of
                     // which wait in the run's FuturesUnordered) as large.
-                    return Box::pin(self.campaign_gone(ctx, &id, &message)).await;
+                    return Box::pin(self.campaign_gone(ctx, &id, page, &message)).await;
                 }
                 Err(e) if !e.is_transient() => {
                     // The platform answered, about this campaign only (a 404, a 4xx, an answer
                     // of the wrong shape): a dead letter with the reason.
                     self.breaker.record_success();
-                    return Box::pin(self.dead_letter_sync(ctx, &id, e.to_string())).await;
+                    return Box::pin(self.dead_letter_sync(ctx, &id, page, e.to_string())).await;
                 }
                 Err(e) => {
                     // Only failures while the platform is otherwise healthy count against
@@ -202,6 +204,7 @@ impl SyncEngine {
                         return Box::pin(self.dead_letter_sync(
                             ctx,
                             &id,
+                            page,
                             format!("gave up after {rounds} rounds of retries: {e}"),
                         ))
                         .await;
@@ -212,7 +215,50 @@ impl SyncEngine {
         }
     }
 
-    async fn campaign_gone(&self, ctx: &RunCtx, id: &str, message: &str) -> Result<(), Stop> {
+    /// Waits until `page` is stored (a sync's write needs its campaign's row); `false` if
+    /// the listing ended without storing it, or the run is abandoned meanwhile.
+    async fn page_stored(&self, ctx: &RunCtx, page: u64) -> bool {
+        tokio::select! {
+            biased;
+            stored = ctx.handoff.wait_stored(page) => stored >= page,
+            _ = ctx.hard.cancelled() => false,
+        }
+    }
+
+    /// The successes of `synced` whose pages are stored, once they are; those of a page the
+    /// listing did not store are left out (a resumed run repeats their calls).
+    async fn recordable(&self, ctx: &RunCtx, synced: Vec<(String, u64)>) -> Vec<String> {
+        let last = synced.iter().map(|(_, page)| *page).max().unwrap_or(0);
+        let stored = tokio::select! {
+            biased;
+            stored = ctx.handoff.wait_stored(last) => stored,
+            _ = ctx.hard.cancelled() => 0,
+        };
+        let total = synced.len();
+        let ids: Vec<String> = synced
+            .into_iter()
+            .filter(|(_, page)| *page <= stored)
+            .map(|(id, _)| id)
+            .collect();
+        if ids.len() < total {
+            tracing::debug!(
+                count = total - ids.len(),
+                "successes whose page was not stored are not recorded; a resumed run repeats them"
+            );
+        }
+        ids
+    }
+
+    async fn campaign_gone(
+        &self,
+        ctx: &RunCtx,
+        id: &str,
+        page: u64,
+        message: &str,
+    ) -> Result<(), Stop> {
+        if !self.page_stored(ctx, page).await {
+            return Err(Stop::Cancelled);
+        }
         let warning = RunWarning {
             kind: "vanished".into(),
             message: format!(
@@ -227,7 +273,16 @@ impl SyncEngine {
         Ok(())
     }
 
-    async fn dead_letter_sync(&self, ctx: &RunCtx, id: &str, reason: String) -> Result<(), Stop> {
+    async fn dead_letter_sync(
+        &self,
+        ctx: &RunCtx,
+        id: &str,
+        page: u64,
+        reason: String,
+    ) -> Result<(), Stop> {
+        if !self.page_stored(ctx, page).await {
+            return Err(Stop::Cancelled);
+        }
         tracing::warn!(campaign = %id, %reason, "sync dead-lettered");
         let letter = NewDeadLetter {
             campaign_id: id.to_owned(),

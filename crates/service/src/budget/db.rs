@@ -16,7 +16,7 @@ use super::{Ask, BudgetKey, BudgetRow, DbBudget, Granted, planner};
 /// PostgreSQL's clock now, in ms since the epoch (`clock_timestamp()`, not the transaction's
 /// start time: the locking grant reads it after the lock is taken, the optimistic one with
 /// the row).
-const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+pub(super) const PG_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 const PG_CLOCK: &str = "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// How many times a PostgreSQL grant is tried optimistically before it locks the row.
@@ -372,19 +372,19 @@ fn budget_row(
     }
 }
 
-/// The locked row, as read.
-struct Stored {
-    requests: i64,
-    window_ms: i64,
-    sends: String,
-    hold_until_ms: i64,
+/// The row, as read.
+pub(super) struct Stored {
+    pub(super) requests: i64,
+    pub(super) window_ms: i64,
+    pub(super) sends: String,
+    pub(super) hold_until_ms: i64,
 }
 
 impl Stored {
     /// Plans the grant: the stricter of the stored limit and ours, the log as stored (a log
     /// that cannot be read counts as a full window from now, which is safe, and is replaced).
     /// Returns the plan and the number of slots granted, for the `grants` column.
-    fn plan(&self, ask: Ask, db_now_ms: i64, budget: &DbBudget) -> (planner::Plan, i64) {
+    pub(super) fn plan(&self, ask: Ask, db_now_ms: i64, budget: &DbBudget) -> (planner::Plan, i64) {
         budget.row_limit(self.requests, self.window_ms);
         let requests = u32::try_from(self.requests.clamp(1, i64::from(u32::MAX)))
             .unwrap_or(1)
@@ -412,7 +412,7 @@ impl Stored {
 }
 
 /// The stored form of a log: ms, comma-separated.
-fn join(log: &[i64]) -> String {
+pub(super) fn join(log: &[i64]) -> String {
     log.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
