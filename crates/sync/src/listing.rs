@@ -111,12 +111,19 @@ impl SyncEngine {
                 }
                 Ok(())
             };
-            // Both to the end: a store abandoned because the sync calls stopped would lose
-            // the checkpoint of what they did.
-            let (stored, handed_out) =
-                tokio::join!(self.store_prepared(ctx, page, &page_data), hand_out);
+            // The store says so as soon as it commits, not once every id is handed out: a
+            // sync call of this page waiting for its store (a 404's mark) must not depend on
+            // the hand-out, which waits for room in the channel (today the channel holds two
+            // pages, so it always gets it; this does not rely on that). Both to the end: a
+            // store abandoned because the sync calls stopped would lose the checkpoint of
+            // what they did.
+            let store = async {
+                self.store_prepared(ctx, page, &page_data).await?;
+                ctx.handoff.stored();
+                Ok::<(), Stop>(())
+            };
+            let (stored, handed_out) = tokio::join!(store, hand_out);
             stored?;
-            ctx.handoff.stored();
             handed_out?;
         }
         self.progress.listing_done.store(true, Ordering::Relaxed);
