@@ -29,7 +29,8 @@ use crate::{
     vault::Credentials,
 };
 
-/// Listing pages being fetched at once by a worker's runs (each some hundred kilobytes).
+/// Listing pages being fetched at once by a worker's runs (each some hundred kilobytes; a
+/// checked page waiting for its store keeps its records, at most one per run).
 const PAGES_AT_ONCE: usize = 32;
 
 /// Listing pages being stored at once by a worker's runs: a page's store is the largest write
@@ -81,7 +82,7 @@ struct Pacers {
     /// One HTTP client (connection pools, TLS roots) for every tenant of the process: one
     /// per tenant cost about 0.3 MB and a connection pool each.
     http: std::sync::OnceLock<reqwest::Client>,
-    /// Listing pages in memory at once, over every run of the worker.
+    /// Listing pages being fetched at once, over every run of the worker.
     pages: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     /// Listing pages being stored at once, over every run of the worker.
     stores: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,

@@ -50,6 +50,11 @@ impl Handoff {
         self.state.send_modify(|s| s.stored += 1);
     }
 
+    /// Pages stored so far.
+    pub(crate) fn stored_so_far(&self) -> u64 {
+        self.state.borrow().stored
+    }
+
     /// The listing is over, however it ended: nothing more will be stored.
     pub(crate) fn close(&self) {
         self.state.send_modify(|s| s.closed = true);

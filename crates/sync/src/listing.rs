@@ -52,8 +52,9 @@ impl SyncEngine {
             if !ctx.watch.wait_held(&ctx.stop).await {
                 return Err(Stop::Cancelled);
             }
-            // A page in memory is some hundred kilobytes: with many runs in one process, only
-            // so many are fetched at once.
+            // A page being fetched and read is some hundred kilobytes: with many runs in one
+            // process, only so many are fetched at once (a checked page waiting for its store
+            // keeps its records: at most one per run).
             let _permit = match &self.config.page_permits {
                 Some(permits) => tokio::select! {
                     biased;
@@ -118,9 +119,20 @@ impl SyncEngine {
             // store abandoned because the sync calls stopped would lose the checkpoint of
             // what they did.
             let store = async {
-                self.store_prepared(ctx, page, &page_data).await?;
-                ctx.handoff.stored();
-                Ok::<(), Stop>(())
+                match self.store_prepared(ctx, page, &page_data).await {
+                    Ok(()) => {
+                        ctx.handoff.stored();
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Nothing more will be stored: the writes waiting for this page give
+                        // up, and the run stops (the hand-out may be waiting for consumers
+                        // that wait for this page).
+                        ctx.handoff.close();
+                        ctx.stop.cancel();
+                        Err(e)
+                    }
+                }
             };
             let (stored, handed_out) = tokio::join!(store, hand_out);
             stored?;
@@ -196,10 +208,12 @@ impl SyncEngine {
             counts_as_page: true,
             observed_at: prepared.observed_at,
         };
+        // A stopping run still stores a page it fetched (its sync calls may have run): only
+        // the end of the grace period gives up the wait for a turn.
         let _permit = match &self.config.store_permits {
             Some(permits) => tokio::select! {
                 biased;
-                _ = ctx.stop.cancelled() => return Err(Stop::Cancelled),
+                _ = ctx.hard.cancelled() => return Err(Stop::Cancelled),
                 p = permits.clone().acquire_owned() => p.ok(),
             },
             None => None,

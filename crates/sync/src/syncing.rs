@@ -1,9 +1,11 @@
 //! The consumers of a run: the per-campaign sync calls, with bounded concurrency sized to keep
 //! the rate limiter saturated. Successes are recorded in small batches (fenced by the lease):
 //! one transaction per success would cost a service running a thousand tenants ten thousand
-//! transactions a second; a batch waits at most [`flush_delay`] (a quarter of the rate window,
-//! between 50 ms and 1 s), so a process killed in that moment repeats at most that many
-//! (idempotent) sync calls when the run resumes.
+//! transactions a second; a batch waits [`flush_delay`] (a quarter of the rate window, between
+//! 50 ms and 1 s) and, since sync calls start before their page is stored, until that page is
+//! stored (see `handoff`). A process killed meanwhile repeats those (idempotent) calls when the
+//! run resumes: at most the calls since the last flush, or since its page was handed out while
+//! the page's store waits its turn (seconds when a thousand runs list at once).
 
 use std::{
     sync::{
@@ -232,7 +234,8 @@ impl SyncEngine {
         let stored = tokio::select! {
             biased;
             stored = ctx.handoff.wait_stored(last) => stored,
-            _ = ctx.hard.cancelled() => 0,
+            // Abandoned: what is stored by now is recorded, the rest is repeated on resume.
+            _ = ctx.hard.cancelled() => ctx.handoff.stored_so_far(),
         };
         let total = synced.len();
         let ids: Vec<String> = synced
