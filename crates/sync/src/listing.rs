@@ -5,14 +5,15 @@
 
 use std::{
     collections::HashSet,
-    sync::{Mutex, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
 };
 
 use adsync_domain::{Campaign, CampaignId, wire::CampaignPage};
 use adsync_store::{ListingCursor, NewDeadLetter, PageBatch, RunWarning, Stage};
 use chrono::Utc;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     Pager,
@@ -55,14 +56,7 @@ impl SyncEngine {
             // A page being fetched and read is some hundred kilobytes: with many runs in one
             // process, only so many are fetched at once (a checked page waiting for its store
             // keeps its records: at most one per run).
-            let _permit = match &self.config.page_permits {
-                Some(permits) => tokio::select! {
-                    biased;
-                    _ = ctx.stop.cancelled() => return Err(Stop::Cancelled),
-                    p = permits.clone().acquire_owned() => p.ok(),
-                },
-                None => None,
-            };
+            let _permit = permit(self.config.page_permits.as_ref(), &ctx.stop).await?;
             let fetched = tokio::select! {
                 biased;
                 // Abandoning a page fetch loses nothing: the page is not stored yet.
@@ -72,7 +66,7 @@ impl SyncEngine {
                     self.client.list_campaigns(page, limit),
                 ) => r,
             };
-            let mut page_data = match fetched {
+            let (page_data, ids) = match fetched {
                 Ok(data) => {
                     self.breaker.record_success();
                     self.prepare_page(&mut pager, page, &data)
@@ -99,7 +93,6 @@ impl SyncEngine {
             drop(_permit);
             // The sync calls start now; the page is stored meanwhile (see `handoff`).
             let handed = ctx.handoff.handed();
-            let ids = std::mem::take(&mut page_data.to_sync);
             self.progress
                 .pending
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -143,7 +136,12 @@ impl SyncEngine {
     }
 
     /// Checks and validates one page (no I/O): what to store, and the ids to sync.
-    fn prepare_page(&self, pager: &mut Pager, page: u64, data: &CampaignPage) -> PreparedPage {
+    fn prepare_page(
+        &self,
+        pager: &mut Pager,
+        page: u64,
+        data: &CampaignPage,
+    ) -> (PreparedPage, Vec<String>) {
         let listed: Vec<Option<String>> = data.data.iter().map(|r| record_id(r)).collect();
         let listed_refs: Vec<Option<&str>> = listed.iter().map(Option::as_deref).collect();
         let verdict = pager.on_page(&data.pagination, &listed_refs);
@@ -176,7 +174,7 @@ impl SyncEngine {
             .map(|c| c.id.as_str().to_owned())
             .collect();
         let listed_ids = listed.into_iter().take(verdict.keep).flatten().collect();
-        PreparedPage {
+        let prepared = PreparedPage {
             cursor: verdict.cursor,
             listed_ids,
             seen: data.data.len() as u64,
@@ -184,9 +182,9 @@ impl SyncEngine {
             campaigns,
             dead_letters,
             warnings,
-            to_sync,
             observed_at: Utc::now(),
-        }
+        };
+        (prepared, to_sync)
     }
 
     /// Stores a prepared page with the listing cursor, in one transaction (at most
@@ -210,14 +208,7 @@ impl SyncEngine {
         };
         // A stopping run still stores a page it fetched (its sync calls may have run): only
         // the end of the grace period gives up the wait for a turn.
-        let _permit = match &self.config.store_permits {
-            Some(permits) => tokio::select! {
-                biased;
-                _ = ctx.hard.cancelled() => return Err(Stop::Cancelled),
-                p = permits.clone().acquire_owned() => p.ok(),
-            },
-            None => None,
-        };
+        let _permit = permit(self.config.store_permits.as_ref(), &ctx.hard).await?;
         let outcome = self.store.store_page(&ctx.lease, &batch).await?;
         let p = &self.progress;
         p.pages.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +260,21 @@ impl SyncEngine {
     }
 }
 
+/// A turn of `permits` (none to wait for without them), unless `until` is cancelled first.
+async fn permit(
+    permits: Option<&Arc<Semaphore>>,
+    until: &CancellationToken,
+) -> Result<Option<OwnedSemaphorePermit>, Stop> {
+    let Some(permits) = permits else {
+        return Ok(None);
+    };
+    tokio::select! {
+        biased;
+        _ = until.cancelled() => Err(Stop::Cancelled),
+        p = permits.clone().acquire_owned() => Ok(p.ok()),
+    }
+}
+
 /// A page checked and validated, not yet stored.
 struct PreparedPage {
     cursor: ListingCursor,
@@ -279,8 +285,6 @@ struct PreparedPage {
     campaigns: Vec<Campaign>,
     dead_letters: Vec<NewDeadLetter>,
     warnings: Vec<RunWarning>,
-    /// The valid campaigns new to the run, to sync.
-    to_sync: Vec<String>,
     observed_at: chrono::DateTime<Utc>,
 }
 

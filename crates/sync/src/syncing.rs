@@ -217,26 +217,27 @@ impl SyncEngine {
         }
     }
 
-    /// Waits until `page` is stored (a sync's write needs its campaign's row); `false` if
-    /// the listing ended without storing it, or the run is abandoned meanwhile.
-    async fn page_stored(&self, ctx: &RunCtx, page: u64) -> bool {
+    /// Waits until `page` is stored (a sync's write needs its campaign's row) and returns
+    /// the pages stored then: fewer than `page` if the listing ended without storing it, or
+    /// the run was abandoned meanwhile.
+    async fn stored_by(&self, ctx: &RunCtx, page: u64) -> u64 {
         tokio::select! {
             biased;
-            stored = ctx.handoff.wait_stored(page) => stored >= page,
-            _ = ctx.hard.cancelled() => false,
+            stored = ctx.handoff.wait_stored(page) => stored,
+            _ = ctx.hard.cancelled() => ctx.handoff.stored_so_far(),
         }
+    }
+
+    /// Whether `page` is stored, once it is (see [`SyncEngine::stored_by`]).
+    async fn page_stored(&self, ctx: &RunCtx, page: u64) -> bool {
+        self.stored_by(ctx, page).await >= page
     }
 
     /// The successes of `synced` whose pages are stored, once they are; those of a page the
     /// listing did not store are left out (a resumed run repeats their calls).
     async fn recordable(&self, ctx: &RunCtx, synced: Vec<(String, u64)>) -> Vec<String> {
         let last = synced.iter().map(|(_, page)| *page).max().unwrap_or(0);
-        let stored = tokio::select! {
-            biased;
-            stored = ctx.handoff.wait_stored(last) => stored,
-            // Abandoned: what is stored by now is recorded, the rest is repeated on resume.
-            _ = ctx.hard.cancelled() => ctx.handoff.stored_so_far(),
-        };
+        let stored = self.stored_by(ctx, last).await;
         let total = synced.len();
         let ids: Vec<String> = synced
             .into_iter()

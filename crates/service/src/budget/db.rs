@@ -79,12 +79,7 @@ async fn pg_grant_optimistic(
         return pg_grant_locked(pool, key, ask, budget).await.map(Some);
     };
     let local_now = before + before.elapsed() / 2;
-    let stored = Stored {
-        requests: i64::from(row.try_get::<i32, _>("requests")?),
-        window_ms: row.try_get("window_ms")?,
-        sends: row.try_get("sends")?,
-        hold_until_ms: row.try_get("hold_until_ms")?,
-    };
+    let stored = Stored::pg(&row)?;
     let grants: i64 = row.try_get("grants")?;
     let rate_limited: i64 = row.try_get("rate_limited")?;
     let db_now_ms: i64 = row.try_get("now_ms")?;
@@ -145,12 +140,7 @@ async fn pg_grant_locked(
                 .await?
         }
     };
-    let stored = Stored {
-        requests: i64::from(row.try_get::<i32, _>("requests")?),
-        window_ms: row.try_get("window_ms")?,
-        sends: row.try_get("sends")?,
-        hold_until_ms: row.try_get("hold_until_ms")?,
-    };
+    let stored = Stored::pg(&row)?;
     // The clock is read once the row is locked: a wait for the lock must not age it.
     let before = Instant::now();
     let db_now_ms: i64 = sqlx::query_scalar(PG_CLOCK).fetch_one(&mut *tx).await?;
@@ -381,6 +371,16 @@ pub(super) struct Stored {
 }
 
 impl Stored {
+    /// A `rate_budgets` row read on PostgreSQL (`requests` is an INT there).
+    pub(super) fn pg(row: &sqlx::postgres::PgRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            requests: i64::from(row.try_get::<i32, _>("requests")?),
+            window_ms: row.try_get("window_ms")?,
+            sends: row.try_get("sends")?,
+            hold_until_ms: row.try_get("hold_until_ms")?,
+        })
+    }
+
     /// Plans the grant: the stricter of the stored limit and ours, the log as stored (a log
     /// that cannot be read counts as a full window from now, which is safe, and is replaced).
     /// Returns the plan and the number of slots granted, for the `grants` column.

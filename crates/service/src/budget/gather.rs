@@ -180,28 +180,26 @@ async fn grant_many(pool: &PgPool, batch: &[Request]) -> Result<Vec<Gathered>, S
         .await?;
     let local_now = before + before.elapsed() / 2;
 
-    let mut planned: Vec<Option<Vec<i64>>> = batch.iter().map(|_| None).collect();
+    // What each grant gets if its write wins (`None`: no row yet, it grants alone).
+    let mut planned: Vec<Option<Granted>> = batch.iter().map(|_| None).collect();
     let (mut w_urls, mut w_ids, mut w_logs, mut w_counts, mut w_grants, mut w_limited) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut db_now_ms = 0;
     for row in rows {
         let i = usize::try_from(row.try_get::<i64, _>("i")? - 1).unwrap_or(usize::MAX);
         let Some(r) = batch.get(i) else { continue };
-        let stored = Stored {
-            requests: i64::from(row.try_get::<i32, _>("requests")?),
-            window_ms: row.try_get("window_ms")?,
-            sends: row.try_get("sends")?,
-            hold_until_ms: row.try_get("hold_until_ms")?,
-        };
-        db_now_ms = row.try_get("now_ms")?;
-        let (plan, granted) = stored.plan(r.ask, db_now_ms, &r.budget);
+        let db_now_ms: i64 = row.try_get("now_ms")?;
+        let (plan, granted) = Stored::pg(&row)?.plan(r.ask, db_now_ms, &r.budget);
         w_urls.push(urls[i]);
         w_ids.push(ids[i]);
         w_logs.push(join(&plan.log));
         w_counts.push(granted);
         w_grants.push(row.try_get::<i64, _>("grants")?);
         w_limited.push(row.try_get::<i64, _>("rate_limited")?);
-        planned[i] = Some(plan.granted);
+        planned[i] = Some(Granted {
+            slots: plan.granted,
+            db_now_ms,
+            local_now,
+        });
     }
     if w_urls.is_empty() {
         return Ok(batch.iter().map(|_| Gathered::Alone).collect());
@@ -244,11 +242,7 @@ async fn grant_many(pool: &PgPool, batch: &[Request]) -> Result<Vec<Gathered>, S
         .map(|(i, plan)| match plan {
             None => Gathered::Alone,
             Some(_) if !won.contains(&(urls[i], ids[i])) => Gathered::Lost,
-            Some(slots) => Gathered::Granted(Granted {
-                slots,
-                db_now_ms,
-                local_now,
-            }),
+            Some(granted) => Gathered::Granted(granted),
         })
         .collect())
 }
