@@ -22,6 +22,7 @@ on_both_databases!(
     campaigns_missing_from_a_complete_listing_are_marked_removed_not_deleted,
     a_listing_that_is_done_but_not_complete_marks_nothing_removed,
     a_removed_campaign_that_comes_back_is_no_longer_removed,
+    a_removed_campaign_listed_again_with_a_bad_record_is_no_longer_removed,
     a_campaign_only_an_earlier_pass_listed_is_removed_when_the_last_pass_completes,
     warnings_of_one_kind_aggregate_into_one_row_per_run,
     a_listing_dead_letter_resolves_when_a_later_listing_is_complete,
@@ -167,6 +168,26 @@ async fn a_removed_campaign_that_comes_back_is_no_longer_removed(store: Store) {
     assert!(removed_ids(&store).await.is_empty());
     assert_eq!(stored(&store, "c3").await.impressions, 5);
     assert_eq!(store.campaign_count("t").await.unwrap(), 3);
+}
+
+async fn a_removed_campaign_listed_again_with_a_bad_record_is_no_longer_removed(store: Store) {
+    // Arrange: run 2's complete listing no longer has c3; run 3 lists it again, but its
+    // record is not one adsync can store (only its id reaches the store).
+    finished_run_with(&store, "t", &campaigns(&["c1", "c2", "c3"], 1)).await;
+    finished_run_with(&store, "t", &campaigns(&["c1", "c2"], 1)).await;
+    let (_, lease) = start(&store, "t").await;
+    let rest = campaigns(&["c1", "c2"], 5);
+
+    // Act: one page with both valid records and c3's id.
+    let outcome = store
+        .store_page(&lease, &page(complete(1), &["c1", "c2", "c3"], &rest))
+        .await
+        .unwrap();
+
+    // Assert: the platform has it, so it is not removed; its stored record stays as it was.
+    assert_eq!((outcome.returned, outcome.removed), (1, 0));
+    assert!(removed_ids(&store).await.is_empty());
+    assert_eq!(stored(&store, "c3").await.impressions, 1);
 }
 
 async fn a_campaign_only_an_earlier_pass_listed_is_removed_when_the_last_pass_completes(
