@@ -9,7 +9,8 @@
 //!
 //! **Checkpoint.** A page is stored by [`Store::store_page`] in one transaction: the campaigns
 //! upsert (raw record included; `removed_at` cleared), one `campaign_metrics` row per campaign
-//! for the run, the ids the page listed (`listing_seen`), dead letters, warnings, and the
+//! for the run, the ids the page listed (`listing_seen`; PostgreSQL keeps the pass of a stored
+//! campaign on its row, `listed_pass`, and there only the others), dead letters, warnings, and the
 //! listing cursor. When the cursor says the listing is complete, the same transaction marks
 //! every campaign of the tenant that the last pass did not list as removed. A campaign's
 //! `synced_run_id` records the run whose sync call succeeded for it, so the checkpoint of a

@@ -21,7 +21,7 @@
 //! second, verifying pass would catch it at the price of doubling the listing calls.
 //!
 //! The state that must survive a crash is the [`ListingCursor`] (stored with each page) and
-//! the ids each pass listed (`listing_seen`); [`Pager::resume`] rebuilds the rest.
+//! the ids each pass listed (`Store::listed`); [`Pager::resume`] rebuilds the rest.
 
 use std::collections::HashSet;
 

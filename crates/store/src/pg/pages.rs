@@ -72,16 +72,20 @@ pub async fn store_page(
             .await?
             .rows_affected();
         }
-        sqlx::query(
-            "INSERT INTO listing_seen (run_id, campaign_id, pass)
-             SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
-             ON CONFLICT (run_id, campaign_id) DO UPDATE SET pass = EXCLUDED.pass",
-        )
-        .bind(lease.run)
-        .bind(&b.listed)
-        .bind(cursor.pass as i32)
-        .execute(&mut *tx)
-        .await?;
+        if !unstored.is_empty() {
+            // The pass that listed a stored campaign is on its row (listed_pass); the ids
+            // listed without one are kept here.
+            sqlx::query(
+                "INSERT INTO listing_seen (run_id, campaign_id, pass)
+                 SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
+                 ON CONFLICT (run_id, campaign_id) DO UPDATE SET pass = EXCLUDED.pass",
+            )
+            .bind(lease.run)
+            .bind(&unstored)
+            .bind(cursor.pass as i32)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     for letter in batch.dead_letters {
         upsert_dead_letter(&mut tx, &lease.tenant, lease.run, letter, batch.observed_at).await?;
@@ -152,9 +156,10 @@ async fn upsert_campaigns(
                   FROM input OFFSET 0) probed
         ), upserted AS (
             INSERT INTO campaigns AS c (tenant_id, id, name, status, budget, impressions, clicks,
-                conversions, created_at, first_seen_at, updated_at, last_run_id, raw, removed_at)
+                conversions, created_at, first_seen_at, updated_at, last_run_id, listed_pass, raw,
+                removed_at)
             SELECT $10, id, name, status, budget, impressions, clicks, conversions, created_at,
-                $12, $12, $11,
+                $12, $12, $11, $14,
                 CASE WHEN plain THEN raw::jsonb ELSE adsync_raw_jsonb(raw) END, NULL
             FROM input
             ON CONFLICT (tenant_id, id) DO UPDATE SET
@@ -162,7 +167,7 @@ async fn upsert_campaigns(
                 impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks,
                 conversions = EXCLUDED.conversions, created_at = EXCLUDED.created_at,
                 updated_at = EXCLUDED.updated_at, last_run_id = EXCLUDED.last_run_id,
-                raw = EXCLUDED.raw, removed_at = NULL
+                listed_pass = EXCLUDED.listed_pass, raw = EXCLUDED.raw, removed_at = NULL
         ), metrics AS (
             INSERT INTO campaign_metrics (tenant_id, campaign_id, run_id, observed_at,
                 impressions, clicks, conversions)
@@ -191,6 +196,7 @@ async fn upsert_campaigns(
     .bind(lease.run)
     .bind(b.batch.observed_at)
     .bind(&plain)
+    .bind(b.batch.cursor.pass as i32)
     .fetch_one(&mut *tx)
     .await?;
     Ok(PageOutcome {
@@ -281,6 +287,7 @@ async fn mark_removed(
         "WITH gone AS (
             UPDATE campaigns c SET removed_at = $3
             WHERE c.tenant_id = $2 AND c.removed_at IS NULL
+              AND (c.last_run_id <> $1 OR c.listed_pass IS DISTINCT FROM $4)
               AND NOT EXISTS (SELECT 1 FROM listing_seen s
                               WHERE s.run_id = $1 AND s.pass = $4 AND s.campaign_id = c.id)
             RETURNING 1
@@ -300,11 +307,22 @@ async fn mark_removed(
 }
 
 pub async fn listed(pool: &PgPool, run: RunId) -> Result<Vec<(String, u32)>, StoreError> {
-    let rows: Vec<(String, i32)> =
-        sqlx::query_as("SELECT campaign_id, pass FROM listing_seen WHERE run_id = $1")
-            .bind(run)
-            .fetch_all(pool)
-            .await?;
+    // Stored campaigns carry the pass that last listed them while their run is open (a
+    // finished run's listing is no checkpoint); listing_seen has the ids listed without a
+    // stored record. An id in both was listed by each in turn: the later pass counts.
+    let rows: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT id, max(pass) FROM (
+            SELECT c.id, c.listed_pass AS pass FROM sync_runs r
+            JOIN campaigns c ON c.tenant_id = r.tenant_id AND c.last_run_id = r.id
+            WHERE r.id = $1 AND r.status IN ('running', 'interrupted', 'queued')
+              AND c.listed_pass IS NOT NULL
+            UNION ALL
+            SELECT campaign_id, pass FROM listing_seen WHERE run_id = $1
+         ) listed GROUP BY id",
+    )
+    .bind(run)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, pass)| (id, pass.max(1) as u32))

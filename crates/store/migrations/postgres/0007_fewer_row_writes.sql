@@ -22,3 +22,9 @@ DROP INDEX sync_runs_leased;
 -- What a worker asks every poll: which of its runs someone asked to cancel. Nearly empty.
 CREATE INDEX sync_runs_cancel_requested ON sync_runs (id)
     WHERE cancel_requested_at IS NOT NULL AND status = 'running';
+
+-- The pass of its run (last_run_id) that last listed a stored campaign. listing_seen held a
+-- row per listed id per run, inserted with each page and deleted when the run ended: as many
+-- rows written and deleted as campaigns stored, for a set the campaign rows already carry.
+-- It now keeps only the ids listed without a record that could be stored.
+ALTER TABLE campaigns ADD COLUMN listed_pass INTEGER;
