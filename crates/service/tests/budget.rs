@@ -382,8 +382,10 @@ async fn grants_asked_for_at_once_share_statements(pool: PgPool) {
     let budgets: Vec<DbBudget> = (0..20)
         .map(|c| gathered(&stores[0], &granter, &format!("client-{c}"), limit))
         .collect();
+    let mut rows_before = Vec::new();
     for b in &budgets {
         within_deadline(b.take_slot()).await.unwrap();
+        rows_before.push(b.row().await.unwrap().unwrap());
     }
     let before = granter.stats();
 
@@ -404,11 +406,18 @@ async fn grants_asked_for_at_once_share_statements(pool: PgPool) {
         after.batches - before.batches,
         after.granted - before.granted,
     );
-    assert_eq!(granted, 20, "{after:?}");
+    // At least one grant each: a slot its holder woke too late for (a loaded machine) is
+    // dropped and asked for again, here or in the arrangement above.
+    assert!(granted >= 20, "{after:?}");
     assert!(batches < granted, "one statement per grant: {after:?}");
-    for b in &budgets {
+    for (b, before) in budgets.iter().zip(&rows_before) {
         let row = b.row().await.unwrap().unwrap();
-        assert_eq!((row.grants, row.sends.len()), (2, 2), "{:?}", b.key());
+        assert!(row.grants > before.grants, "{:?}: {row:?}", b.key());
+        assert!(
+            row.sends.len() > before.sends.len(),
+            "{:?}: {row:?}",
+            b.key()
+        );
     }
 }
 

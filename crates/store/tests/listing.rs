@@ -17,6 +17,8 @@ on_both_databases!(
     listed_returns_each_id_with_the_pass_that_last_listed_it,
     stopping_a_run_keeps_its_listing_sets_and_finishing_it_empties_them,
     a_failed_run_drops_its_listing_sets,
+    stored_and_unstored_ids_keep_their_pass_through_a_stop_and_a_take_over,
+    a_campaign_listed_valid_then_invalid_counts_as_listed_by_the_later_pass,
 );
 on_both_databases!(
     campaigns_missing_from_a_complete_listing_are_marked_removed_not_deleted,
@@ -270,6 +272,88 @@ async fn stopping_a_run_keeps_its_listing_sets_and_finishing_it_empties_them(sto
     assert_eq!(after_stop, want, "the checkpoint of a stopped run");
     assert_eq!(after_take_over, want);
     assert!(store.listed(run.id).await.unwrap().is_empty());
+}
+
+async fn stored_and_unstored_ids_keep_their_pass_through_a_stop_and_a_take_over(store: Store) {
+    // Arrange: pass 1 stores a and b; pass 2 stores b again and lists c, whose record could
+    // not be stored (only its id reaches the store).
+    let (run, a) = start(&store, "t").await;
+    let pass1 = campaigns(&["a", "b"], 1);
+    let pass2 = campaigns(&["b"], 2);
+    let pass2_page1 = ListingCursor {
+        pass: 2,
+        next_page: 2,
+        ..ListingCursor::default()
+    };
+    store
+        .store_page(&a, &page(more(2), &ids(&pass1), &pass1))
+        .await
+        .unwrap();
+    store
+        .store_page(&a, &page(pass2_page1, &["b", "c"], &pass2))
+        .await
+        .unwrap();
+    let want = [
+        ("a".to_owned(), 1),
+        ("b".to_owned(), 2),
+        ("c".to_owned(), 2),
+    ];
+
+    // Act
+    let while_running = listed(&store, run.id).await;
+    store
+        .finish_run(&a, &ending(RunEnding::Stopped(StopReason::Cancelled)))
+        .await
+        .unwrap();
+    let after_stop = listed(&store, run.id).await;
+    let b = take_over(&store, run.id, "test:2").await;
+    let after_take_over = listed(&store, run.id).await;
+    store
+        .finish_run(&b, &ending(RunEnding::Finished))
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(while_running, want);
+    assert_eq!(after_stop, want, "the checkpoint of a stopped run");
+    assert_eq!(after_take_over, want);
+    assert!(
+        store.listed(run.id).await.unwrap().is_empty(),
+        "a finished run's stored campaigns are no listing"
+    );
+}
+
+async fn a_campaign_listed_valid_then_invalid_counts_as_listed_by_the_later_pass(store: Store) {
+    // Arrange: pass 1 stores a and lists b without a storable record; pass 2 lists a without
+    // one and stores b.
+    let (run, lease) = start(&store, "t").await;
+    let pass1 = campaigns(&["a"], 1);
+    let pass2 = campaigns(&["b"], 2);
+    store
+        .store_page(&lease, &page(more(2), &["a", "b"], &pass1))
+        .await
+        .unwrap();
+    let pass2_page1 = ListingCursor {
+        pass: 2,
+        next_page: 2,
+        ..ListingCursor::default()
+    };
+
+    // Act
+    store
+        .store_page(&lease, &page(pass2_page1, &["a", "b"], &pass2))
+        .await
+        .unwrap();
+    let before_the_end = listed(&store, run.id).await;
+    let outcome = store
+        .store_page(&lease, &page(complete(2), &[], &[]))
+        .await
+        .unwrap();
+
+    // Assert: both listed by pass 2, so neither is removed when it completes.
+    assert_eq!(before_the_end, [("a".to_owned(), 2), ("b".to_owned(), 2)]);
+    assert_eq!(outcome.removed, 0);
+    assert!(removed_ids(&store).await.is_empty());
 }
 
 async fn a_failed_run_drops_its_listing_sets(store: Store) {

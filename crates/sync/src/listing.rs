@@ -294,7 +294,16 @@ fn record_id(raw: &RawValue) -> Option<String> {
     struct IdOnly {
         id: Option<serde_json::Value>,
     }
-    let id = serde_json::from_str::<IdOnly>(raw.get()).ok()?.id?;
+    let id = match serde_json::from_str::<IdOnly>(raw.get()) {
+        Ok(record) => record.id?,
+        // Not an object, or an object with two "id" keys: read as the record is validated
+        // (`Campaign::from_json_text` goes through a `Value`, which keeps the last key), so a
+        // stored campaign is always listed under the id it is stored with.
+        Err(_) => serde_json::from_str::<serde_json::Value>(raw.get())
+            .ok()?
+            .get("id")?
+            .clone(),
+    };
     let id = id.as_str()?;
     CampaignId::parse(id).ok().map(|_| id.to_owned())
 }
@@ -322,4 +331,30 @@ pub(crate) fn validate_page(
         }
     }
     (valid, dead)
+}
+
+#[cfg(test)]
+mod tests {
+    use adsync_domain::Campaign;
+    use serde_json::value::RawValue;
+
+    use super::record_id;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn a_record_is_listed_under_the_id_it_is_stored_with() {
+        let twice = r#"{"id":"c1","name":"Twice","status":"active","budget":10.5,"impressions":1,"clicks":0,"conversions":0,"created_at":"2024-12-11T10:30:00Z","id":"c2"}"#;
+        let stored = Campaign::from_json_text(twice).unwrap();
+
+        assert_eq!(record_id(&raw(twice)).as_deref(), Some(stored.id.as_str()));
+        assert_eq!(
+            record_id(&raw(r#"{"id":"c1","x":1}"#)).as_deref(),
+            Some("c1")
+        );
+        assert_eq!(record_id(&raw(r#"{"id":7}"#)), None);
+        assert_eq!(record_id(&raw("[1,2]")), None);
+    }
 }

@@ -296,8 +296,14 @@ pub(super) async fn reap(pool: &PgPool) -> Result<Vec<RunId>> {
         "UPDATE sync_runs SET status = 'queued', queued_at = clock_timestamp(),
             lease_expires_at = NULL,
             error = 'the lease of ' || coalesce(owner, 'its worker') || ' ran out; requeued'
-         WHERE status = 'running' AND lease_expires_at < clock_timestamp()
-           AND tenant_id IN (SELECT id FROM tenants)
+         WHERE id IN (
+            -- Locked in id order, as every statement locking several runs does (a batch of
+            -- sync successes may hold one of them); a run locked now is being written by
+            -- its holder and is looked at again next time.
+            SELECT id FROM sync_runs
+            WHERE status = 'running' AND lease_expires_at < clock_timestamp()
+              AND tenant_id IN (SELECT id FROM tenants)
+            ORDER BY id FOR UPDATE SKIP LOCKED)
          RETURNING id",
     )
     .fetch_all(pool)

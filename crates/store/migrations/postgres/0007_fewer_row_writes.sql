@@ -26,5 +26,7 @@ CREATE INDEX sync_runs_cancel_requested ON sync_runs (id)
 -- The pass of its run (last_run_id) that last listed a stored campaign. listing_seen held a
 -- row per listed id per run, inserted with each page and deleted when the run ended: as many
 -- rows written and deleted as campaigns stored, for a set the campaign rows already carry.
--- It now keeps only the ids listed without a record that could be stored.
+-- It now keeps only the ids listed without a record that could be stored. A process of an
+-- earlier version still running after this migration would read and write the old checkpoint
+-- only: stop them all before migrating (README, "Upgrading a service").
 ALTER TABLE campaigns ADD COLUMN listed_pass INTEGER;
