@@ -49,6 +49,15 @@ async fn finished_run_with(store: &Store, tenant: &str, campaigns: &[Campaign]) 
     run.id
 }
 
+/// The cursor after page 1 of pass 2 (the platform's data moved during pass 1).
+fn second_pass_after_page_1() -> ListingCursor {
+    ListingCursor {
+        pass: 2,
+        next_page: 2,
+        ..ListingCursor::default()
+    }
+}
+
 /// The stored campaign `id` of tenant `t`.
 async fn stored(store: &Store, id: &str) -> StoredCampaign {
     store
@@ -218,11 +227,7 @@ async fn a_campaign_only_an_earlier_pass_listed_is_removed_when_the_last_pass_co
 async fn listed_returns_each_id_with_the_pass_that_last_listed_it(store: Store) {
     // Arrange
     let (run, lease) = start(&store, "t").await;
-    let pass2_page1 = ListingCursor {
-        pass: 2,
-        next_page: 2,
-        ..ListingCursor::default()
-    };
+    let pass2_page1 = second_pass_after_page_1();
 
     // Act
     store
@@ -280,11 +285,7 @@ async fn stored_and_unstored_ids_keep_their_pass_through_a_stop_and_a_take_over(
     let (run, a) = start(&store, "t").await;
     let pass1 = campaigns(&["a", "b"], 1);
     let pass2 = campaigns(&["b"], 2);
-    let pass2_page1 = ListingCursor {
-        pass: 2,
-        next_page: 2,
-        ..ListingCursor::default()
-    };
+    let pass2_page1 = second_pass_after_page_1();
     store
         .store_page(&a, &page(more(2), &ids(&pass1), &pass1))
         .await
@@ -333,11 +334,7 @@ async fn a_campaign_listed_valid_then_invalid_counts_as_listed_by_the_later_pass
         .store_page(&lease, &page(more(2), &["a", "b"], &pass1))
         .await
         .unwrap();
-    let pass2_page1 = ListingCursor {
-        pass: 2,
-        next_page: 2,
-        ..ListingCursor::default()
-    };
+    let pass2_page1 = second_pass_after_page_1();
 
     // Act
     store

@@ -48,44 +48,38 @@ pub async fn store_page(
         });
     }
     let mut outcome = upsert_campaigns(&mut tx, lease, b).await?;
-    if !b.listed.is_empty() {
-        // Listed again, valid record or not: the platform has it, so it is not removed. The
-        // upsert cleared and counted this for the valid records; only ids listed without one
-        // (their records dead-lettered) need their own statement.
-        let stored: std::collections::HashSet<&str> =
-            b.campaigns.iter().map(|c| c.id.as_str()).collect();
-        let unstored: Vec<&str> = b
-            .listed
-            .iter()
-            .copied()
-            .filter(|id| !stored.contains(id))
-            .collect();
-        if !unstored.is_empty() {
-            outcome.returned += sqlx::query(
-                "UPDATE campaigns c SET removed_at = NULL
-                 FROM UNNEST($2::text[]) AS listed(id)
-                 WHERE c.tenant_id = $1 AND c.id = listed.id AND c.removed_at IS NOT NULL",
-            )
-            .bind(&lease.tenant)
-            .bind(&unstored)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        if !unstored.is_empty() {
-            // The pass that listed a stored campaign is on its row (listed_pass); the ids
-            // listed without one are kept here.
-            sqlx::query(
-                "INSERT INTO listing_seen (run_id, campaign_id, pass)
-                 SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
-                 ON CONFLICT (run_id, campaign_id) DO UPDATE SET pass = EXCLUDED.pass",
-            )
-            .bind(lease.run)
-            .bind(&unstored)
-            .bind(cursor.pass as i32)
-            .execute(&mut *tx)
-            .await?;
-        }
+    // Ids listed without a storable record (dead-lettered): the upsert cleared the removal
+    // mark of the stored ones and put their pass on their rows; these need it done here.
+    let stored: std::collections::HashSet<&str> =
+        b.campaigns.iter().map(|c| c.id.as_str()).collect();
+    let unstored: Vec<&str> = b
+        .listed
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    if !unstored.is_empty() {
+        // Listed again, valid record or not: the platform has it, so it is not removed.
+        outcome.returned += sqlx::query(
+            "UPDATE campaigns c SET removed_at = NULL
+             FROM UNNEST($2::text[]) AS listed(id)
+             WHERE c.tenant_id = $1 AND c.id = listed.id AND c.removed_at IS NOT NULL",
+        )
+        .bind(&lease.tenant)
+        .bind(&unstored)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO listing_seen (run_id, campaign_id, pass)
+             SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
+             ON CONFLICT (run_id, campaign_id) DO UPDATE SET pass = EXCLUDED.pass",
+        )
+        .bind(lease.run)
+        .bind(&unstored)
+        .bind(cursor.pass as i32)
+        .execute(&mut *tx)
+        .await?;
     }
     for letter in batch.dead_letters {
         upsert_dead_letter(&mut tx, &lease.tenant, lease.run, letter, batch.observed_at).await?;
