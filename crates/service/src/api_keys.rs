@@ -119,7 +119,7 @@ pub async fn create(
     let exists = "SELECT 1 FROM tenants WHERE id = $1";
     match store {
         Store::Postgres(p) => {
-            let mut tx = p.begin().await?;
+            let mut tx = adsync_store::tx::begin_pg(p).await?;
             if let Some(t) = tenant
                 && sqlx::query(exists)
                     .bind(t)
@@ -142,7 +142,7 @@ pub async fn create(
             tx.commit().await?;
         }
         Store::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = adsync_store::tx::begin_sqlite(p).await?;
             if let Some(t) = tenant
                 && sqlx::query(exists)
                     .bind(t)
@@ -231,7 +231,7 @@ pub async fn revoke(store: &Store, tenant: Option<&str>, id: &str, actor: &Actor
     let now = Utc::now();
     let done = match store {
         Store::Postgres(p) => {
-            let mut tx = p.begin().await?;
+            let mut tx = adsync_store::tx::begin_pg(p).await?;
             let n = sqlx::query(sqlx::AssertSqlSafe(
                 SQL.replace("$2 IS NULL", "$2::text IS NULL"),
             ))
@@ -248,7 +248,7 @@ pub async fn revoke(store: &Store, tenant: Option<&str>, id: &str, actor: &Actor
             n
         }
         Store::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = adsync_store::tx::begin_sqlite(p).await?;
             let n = sqlx::query(SQL)
                 .bind(id)
                 .bind(tenant)

@@ -22,7 +22,7 @@ pub async fn dismiss(store: &Store, tenant: &str, ids: &[i64], actor: &Actor) ->
     let now = Utc::now();
     match store {
         Store::Postgres(p) => {
-            let mut tx = p.begin().await?;
+            let mut tx = adsync_store::tx::begin_pg(p).await?;
             let n = in_transaction::dismiss_dead_letters_pg(&mut *tx, tenant, ids, now).await?;
             change.detail = Some(serde_json::json!({ "request": detail, "dismissed": n }));
             audit::record_pg(&mut tx, actor, &change).await?;
@@ -30,7 +30,7 @@ pub async fn dismiss(store: &Store, tenant: &str, ids: &[i64], actor: &Actor) ->
             Ok(n)
         }
         Store::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = adsync_store::tx::begin_sqlite(p).await?;
             let n = in_transaction::dismiss_dead_letters_sqlite(&mut *tx, tenant, ids, now).await?;
             change.detail = Some(serde_json::json!({ "request": detail, "dismissed": n }));
             audit::record_sqlite(&mut tx, actor, &change).await?;

@@ -25,6 +25,7 @@ mod model;
 mod pg;
 mod sql;
 mod sqlite;
+pub mod tx;
 
 use std::{str::FromStr, time::Duration};
 

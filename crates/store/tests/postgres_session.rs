@@ -116,3 +116,63 @@ async fn a_write_held_up_by_a_lock_fails_as_transient_instead_of_hanging(pool: P
     assert_eq!(store.run(run.id).await.unwrap().cursor.next_page, 2);
     store.close().await;
 }
+
+/// A caller dropped while its transaction begins (a task aborted, a `select!`, a timeout: a
+/// worker killed mid-run in the tests) must not hand the next caller a pooled session still
+/// inside that transaction: sqlx 0.9.0 does (transact-rs/sqlx#4393), and every later
+/// statement on that session then runs in a transaction nobody commits (a run created and
+/// "not found", a finished run left `running`). One session, so the next call gets it.
+#[sqlx::test(migrations = false)]
+async fn a_call_dropped_while_its_transaction_begins_leaves_nothing_open_for_the_next(
+    pool: PgPool,
+) {
+    // Arrange
+    Store::Postgres(pool.clone()).migrate().await.unwrap();
+    let options = StoreOptions {
+        max_connections: 1,
+        ..StoreOptions::default()
+    };
+    let store = within_deadline(Store::connect_with(&url_of(&pool), &options))
+        .await
+        .unwrap();
+    let Store::Postgres(session) = &store else {
+        panic!("a PostgreSQL store")
+    };
+
+    // Act: calls that begin a transaction, dropped after 1 to 4 polls 0 to 50 µs apart;
+    // after each, where the next statement on the session runs.
+    let (mut dropped, mut in_old_transaction) = (0, 0);
+    for i in 0..200u32 {
+        let call = store.abandon(1_000_000 + i64::from(i), "dropped");
+        let gap = Duration::from_micros(u64::from(i / 4 % 50));
+        dropped += u32::from(drop_after(call, 1 + i % 4, gap).await);
+        // A savepoint is refused outside a transaction block.
+        let probe = within_deadline(sqlx::raw_sql("SAVEPOINT probe").execute(session)).await;
+        let in_block = match &probe {
+            Ok(_) => true,
+            Err(sqlx::Error::Database(e)) => e.code().as_deref() == Some("25P02"), // aborted
+            Err(e) => panic!("{e}"),
+        };
+        in_old_transaction += u32::from(in_block);
+    }
+
+    // Assert
+    assert_eq!(in_old_transaction, 0, "of {dropped} dropped calls");
+    assert!(dropped > 20, "only {dropped} calls were dropped mid-way");
+    store.close().await;
+}
+
+/// Polls `call` `polls` times, giving the server `gap` between polls, and drops it unless it
+/// ended first (tokio's timers are too coarse for this: a millisecond).
+async fn drop_after<F: std::future::Future>(call: F, polls: u32, gap: Duration) -> bool {
+    let mut call = std::pin::pin!(call);
+    for _ in 0..polls {
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx)));
+        if polled.await.is_ready() {
+            return false;
+        }
+        std::thread::sleep(gap);
+        tokio::task::yield_now().await;
+    }
+    true
+}

@@ -275,6 +275,7 @@ async fn at_interruption(
     let limit = sim.config().effective_rate_limit();
     {
         quiet(sim).await;
+        settled(store).await;
         let rows = stored_campaigns(store, tenant).await?;
         let recorded: BTreeSet<String> = rows
             .values()

@@ -24,6 +24,7 @@ struct Stopped {
 }
 
 async fn stopped(sim: &Simulator, store: &Store) -> Stopped {
+    settled(store).await;
     Stopped {
         run: store.latest_run(TENANT).await.unwrap().expect("a run"),
         synced: stored(store)

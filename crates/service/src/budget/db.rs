@@ -110,7 +110,7 @@ async fn pg_grant_locked(
     ask: Ask,
     budget: &DbBudget,
 ) -> Result<Granted, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = adsync_store::tx::begin_pg(pool).await?;
     let lock = "SELECT requests, window_ms, sends, hold_until_ms FROM rate_budgets
                 WHERE api_url = $1 AND client_id = $2 FOR UPDATE";
     let existing = sqlx::query(lock)
@@ -170,7 +170,7 @@ pub(super) async fn sqlite_grant(
     ask: Ask,
     budget: &DbBudget,
 ) -> Result<Granted, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = adsync_store::tx::begin_sqlite(pool).await?;
     sqlx::query(
         "INSERT INTO rate_budgets (api_url, client_id, requests, window_ms, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5)

@@ -189,13 +189,13 @@ impl Queue {
     pub async fn enqueue_many(&self, reqs: &[RunRequest<'_>]) -> Result<Vec<Enqueued>> {
         let outcomes = match &self.store {
             Store::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = adsync_store::tx::begin_pg(p).await?;
                 let outcomes = pg::enqueue_many_in(&mut tx, reqs).await?;
                 tx.commit().await?;
                 outcomes
             }
             Store::Sqlite(p) => {
-                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = adsync_store::tx::begin_sqlite(p).await?;
                 let mut outcomes = Vec::with_capacity(reqs.len());
                 for req in reqs {
                     outcomes.push(sqlite::enqueue_in(&mut tx, req).await?);

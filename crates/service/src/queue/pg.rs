@@ -17,7 +17,7 @@ pub(super) async fn enqueue(
     req: &RunRequest<'_>,
     actor: Option<&Actor>,
 ) -> Result<Enqueued> {
-    let mut tx = pool.begin().await?;
+    let mut tx = adsync_store::tx::begin_pg(pool).await?;
     let outcome = enqueue_in(&mut tx, req).await?;
     if let Some(actor) = actor
         && !matches!(outcome, Enqueued::AlreadyActive(_))
@@ -366,7 +366,7 @@ pub(super) async fn cancel(
     run: RunId,
     actor: Option<&Actor>,
 ) -> Result<CancelOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut tx = adsync_store::tx::begin_pg(pool).await?;
     let row = sqlx::query("SELECT tenant_id, status FROM sync_runs WHERE id = $1 FOR UPDATE")
         .bind(run)
         .fetch_optional(&mut *tx)

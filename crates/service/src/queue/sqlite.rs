@@ -15,7 +15,7 @@ use crate::{
 };
 
 async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    Ok(adsync_store::tx::begin_sqlite(pool).await?)
 }
 
 fn now() -> String {

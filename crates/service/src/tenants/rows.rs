@@ -56,7 +56,7 @@ macro_rules! write_tx {
     ($store:expr, |$tx:ident, $t:ident, $rec:ident| $body:block) => {
         match $store {
             Store::Postgres(p) => {
-                let mut $tx = p.begin().await?;
+                let mut $tx = adsync_store::tx::begin_pg(p).await?;
                 #[allow(unused)]
                 let $t = |d: DateTime<Utc>| d;
                 #[allow(unused)]
@@ -66,7 +66,7 @@ macro_rules! write_tx {
                 out
             }
             Store::Sqlite(p) => {
-                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let mut $tx = adsync_store::tx::begin_sqlite(p).await?;
                 #[allow(unused)]
                 let $t = sqlite_ts;
                 #[allow(unused)]
@@ -460,7 +460,7 @@ pub(super) async fn fire_ticks(
             let ids: Vec<&str> = ticks.iter().map(|t| t.tenant.id.as_str()).collect();
             let expected: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.expected).collect();
             let next: Vec<Option<DateTime<Utc>>> = ticks.iter().map(|t| t.next).collect();
-            let mut tx = p.begin().await?;
+            let mut tx = adsync_store::tx::begin_pg(p).await?;
             // Locked first, skipping the rows someone else holds: a worker's claim updates
             // the tenants it serves in its own order, and another scheduler its batch, so
             // waiting for them could deadlock. A skipped tenant stays due and is fired at a
@@ -516,7 +516,7 @@ pub(super) async fn fire_ticks(
                 .collect())
         }
         Store::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = adsync_store::tx::begin_sqlite(p).await?;
             let mut outcomes = Vec::with_capacity(ticks.len());
             for t in ticks {
                 let won = sqlx::query(CAS)

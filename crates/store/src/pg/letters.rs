@@ -43,7 +43,7 @@ pub async fn dead_letter(
     letter: &NewDeadLetter,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin_pg(pool).await?;
     fence(&mut tx, lease).await?;
     upsert_dead_letter(&mut tx, &lease.tenant, lease.run, letter, at).await?;
     tx.commit().await?;

@@ -97,7 +97,7 @@ pub async fn renew(pool: &PgPool, lease: &Lease, ttl: Duration) -> Result<(), St
 }
 
 pub async fn abandon(pool: &PgPool, run: RunId, reason: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin_pg(pool).await?;
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE sync_runs SET status = 'failed', error = $2, finished_at = clock_timestamp(),
             lease_expires_at = NULL, lease_epoch = lease_epoch + 1
@@ -145,7 +145,7 @@ fn held(rows: u64, lease: &Lease) -> Result<(), StoreError> {
 }
 
 pub async fn finish_run(pool: &PgPool, lease: &Lease, end: &RunEnd) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin_pg(pool).await?;
     fence(&mut tx, lease).await?;
     // Sync failures of campaigns the platform no longer lists are not failures of the run
     // (whichever run failed them).

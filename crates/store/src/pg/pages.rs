@@ -16,7 +16,7 @@ pub async fn store_page(
 ) -> Result<PageOutcome, StoreError> {
     let batch = &b.batch;
     let cursor = &batch.cursor;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin_pg(pool).await?;
     // The fence and the checkpoint in one statement: it locks the run's row, so a take-over
     // waits for this transaction, and one that already happened leaves no row to update.
     let moved = sqlx::query(
@@ -443,7 +443,7 @@ pub async fn campaign_gone(
     warning: &RunWarning,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::tx::begin_pg(pool).await?;
     super::fence(&mut tx, lease).await?;
     let marked = sqlx::query(
         "UPDATE campaigns SET removed_at = $3

@@ -77,7 +77,7 @@ pub(crate) fn repeated(head: &str, row: &str, n: usize, tail: &str) -> sqlx::Ass
 
 /// A write transaction that holds SQLite's write lock from its first statement.
 pub(crate) async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    Ok(crate::tx::begin_sqlite(pool).await?)
 }
 
 fn record(row: &SqliteRow) -> Result<RunRecord, StoreError> {

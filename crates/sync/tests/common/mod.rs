@@ -241,6 +241,18 @@ pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// Waits until every session of `store`'s pool is back in the pool. A task aborted mid-write
+/// returns its session in the background, and the statement or `COMMIT` it had queued reaches
+/// the server only then (as a killed process's last bytes on the wire do, or do not): what the
+/// database says about a killed process is only final once its sessions are back.
+pub async fn settled(store: &Store) {
+    let back = || match store {
+        Store::Postgres(p) => p.num_idle() == p.size() as usize,
+        Store::Sqlite(p) => p.num_idle() == p.size() as usize,
+    };
+    until("the pool's sessions are back", POLL_DEADLINE, back).await;
+}
+
 // ---- Databases ----------------------------------------------------------------------------
 
 /// A migrated SQLite database in a throwaway directory (removed when the guard drops).
