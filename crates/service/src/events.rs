@@ -422,9 +422,7 @@ async fn listen(inner: Arc<Inner>, pool: sqlx::PgPool) {
 }
 
 async fn connect(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+    adsync_store::listen::listener(pool, CHANNEL).await
 }
 
 /// One subscriber's events.

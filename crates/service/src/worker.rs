@@ -160,14 +160,8 @@ impl Wake {
     async fn listen(store: &adsync_store::Store) -> Self {
         let listener = match store {
             adsync_store::Store::Postgres(pool) => {
-                match sqlx::postgres::PgListener::connect_with(pool).await {
-                    Ok(mut l) => match l.listen(crate::queue::pg::WAKE_CHANNEL).await {
-                        Ok(()) => Some(l),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot listen for queued runs; polling only");
-                            None
-                        }
-                    },
+                match adsync_store::listen::listener(pool, crate::queue::pg::WAKE_CHANNEL).await {
+                    Ok(l) => Some(l),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for queued runs; polling only");
                         None

@@ -21,6 +21,7 @@
 //! derived, and frozen when the run ends ([`Store::finish_run`]).
 
 mod error;
+pub mod listen;
 mod model;
 mod pg;
 mod sql;

@@ -11,37 +11,30 @@
 //! Here the `BEGIN` runs in a task of its own, which no caller can drop half-way: if the
 //! caller is gone when it ends, the transaction is dropped in that task, which queues its
 //! `ROLLBACK` as sqlx always does for a transaction dropped open. The cost is one task per
-//! transaction. Use these instead of `Pool::begin` (clippy refuses the latter: `clippy.toml`).
+//! transaction, and a `BEGIN` and `ROLLBACK` for a caller dropped while it waited for a
+//! session. SQLite is not affected (its connection's worker thread rolls back a `BEGIN`
+//! nobody took), so its transactions begin directly. Use these instead of `Pool::begin` and
+//! its kin (clippy refuses them: `clippy.toml`).
 
-use sqlx::{Database, PgPool, Pool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use tracing::Instrument;
 
 /// A transaction on PostgreSQL (`BEGIN`).
+#[allow(clippy::disallowed_methods)] // the one place that calls it, see the module's text
 pub async fn begin_pg(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    detached(pool, None).await
-}
-
-/// A write transaction on SQLite: `BEGIN IMMEDIATE` holds the write lock from its first
-/// statement, so two writers queue instead of one failing with `SQLITE_BUSY` on upgrade.
-pub async fn begin_sqlite(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-    detached(pool, Some("BEGIN IMMEDIATE")).await
-}
-
-#[allow(clippy::disallowed_methods)] // the one place that calls them, see the module's text
-async fn detached<DB: Database>(
-    pool: &Pool<DB>,
-    statement: Option<&'static str>,
-) -> Result<Transaction<'static, DB>, sqlx::Error> {
     let pool = pool.clone();
-    let begun = tokio::spawn(async move {
-        match statement {
-            Some(statement) => pool.begin_with(statement).await,
-            None => pool.begin().await,
-        }
-    });
+    let begun = tokio::spawn(async move { pool.begin().await }.in_current_span());
     match begun.await {
         Ok(tx) => tx,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only a runtime shutting down cancels the task.
         Err(_) => Err(sqlx::Error::PoolClosed),
     }
+}
+
+/// A write transaction on SQLite: `BEGIN IMMEDIATE` holds the write lock from its first
+/// statement, so two writers queue instead of one failing with `SQLITE_BUSY` on upgrade.
+#[allow(clippy::disallowed_methods)] // not affected, see the module's text
+pub async fn begin_sqlite(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }

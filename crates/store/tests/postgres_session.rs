@@ -91,7 +91,7 @@ async fn a_write_held_up_by_a_lock_fails_as_transient_instead_of_hanging(pool: P
     // Arrange: another session holds the run's row locked and does not let go.
     let store = within_deadline(connect(&pool, Duration::from_secs(1))).await;
     let (run, lease) = start(&store, "t").await;
-    let mut holder = pool.begin().await.unwrap();
+    let mut holder = adsync_store::tx::begin_pg(&pool).await.unwrap();
     sqlx::query("SELECT 1 FROM sync_runs WHERE id = $1 FOR UPDATE")
         .bind(run.id)
         .execute(&mut *holder)
@@ -119,15 +119,15 @@ async fn a_write_held_up_by_a_lock_fails_as_transient_instead_of_hanging(pool: P
 
 /// A caller dropped while its transaction begins (a task aborted, a `select!`, a timeout: a
 /// worker killed mid-run in the tests) must not hand the next caller a pooled session still
-/// inside that transaction: sqlx 0.9.0 does (transact-rs/sqlx#4393), and every later
-/// statement on that session then runs in a transaction nobody commits (a run created and
-/// "not found", a finished run left `running`). One session, so the next call gets it.
+/// inside that transaction: sqlx 0.9.0's `Pool::begin` does (transact-rs/sqlx#4393), and
+/// every later statement on that session then runs in a transaction nobody commits (a run
+/// created and "not found", a finished run left `running`). One session, so the next call
+/// gets it; `Pool::begin` itself, dropped the same ways, shows that the drops hit the window.
 #[sqlx::test(migrations = false)]
 async fn a_call_dropped_while_its_transaction_begins_leaves_nothing_open_for_the_next(
     pool: PgPool,
 ) {
     // Arrange
-    Store::Postgres(pool.clone()).migrate().await.unwrap();
     let options = StoreOptions {
         max_connections: 1,
         ..StoreOptions::default()
@@ -139,29 +139,55 @@ async fn a_call_dropped_while_its_transaction_begins_leaves_nothing_open_for_the
         panic!("a PostgreSQL store")
     };
 
-    // Act: calls that begin a transaction, dropped after 1 to 4 polls 0 to 50 µs apart;
-    // after each, where the next statement on the session runs.
-    let (mut dropped, mut in_old_transaction) = (0, 0);
-    for i in 0..200u32 {
-        let call = store.abandon(1_000_000 + i64::from(i), "dropped");
-        let gap = Duration::from_micros(u64::from(i / 4 % 50));
-        dropped += u32::from(drop_after(call, 1 + i % 4, gap).await);
-        // A savepoint is refused outside a transaction block.
-        let probe = within_deadline(sqlx::raw_sql("SAVEPOINT probe").execute(session)).await;
-        let in_block = match &probe {
-            Ok(_) => true,
-            Err(sqlx::Error::Database(e)) => e.code().as_deref() == Some("25P02"), // aborted
-            Err(e) => panic!("{e}"),
-        };
-        in_old_transaction += u32::from(in_block);
-    }
+    // Act
+    let unguarded = within_deadline(leaks_of_dropped_begins(session, plain_begin)).await;
+    let guarded = within_deadline(leaks_of_dropped_begins(session, |p| async move {
+        drop(adsync_store::tx::begin_pg(&p).await);
+    }))
+    .await;
 
     // Assert
-    assert_eq!(in_old_transaction, 0, "of {dropped} dropped calls");
-    assert!(dropped > 20, "only {dropped} calls were dropped mid-way");
+    assert!(
+        unguarded.1 > 0,
+        "no drop of Pool::begin left a transaction open ({} dropped): the test cannot see the bug",
+        unguarded.0
+    );
+    assert_eq!(guarded.1, 0, "of {} dropped begins", guarded.0);
     store.close().await;
 }
 
+#[allow(clippy::disallowed_methods)] // the control: what the store must not use
+async fn plain_begin(pool: PgPool) {
+    drop(pool.begin().await);
+}
+
+/// Begins (`begin`) on the one-session `pool` 400 times, each dropped after 1 to 4 polls 0 to
+/// 50 µs apart, and after each asks the session whether it is inside a transaction block
+/// (then ends it). How many were dropped before they ended, and how many left a block open.
+async fn leaks_of_dropped_begins<F, Fut>(pool: &PgPool, begin: F) -> (u32, u32)
+where
+    F: Fn(PgPool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (mut dropped, mut leaked) = (0, 0);
+    for i in 0..400u32 {
+        let gap = Duration::from_micros(u64::from(i / 4 % 50));
+        dropped += u32::from(drop_after(begin(pool.clone()), 1 + i % 4, gap).await);
+        // A savepoint is refused outside a transaction block (25P01), and inside an
+        // aborted one (25P02).
+        let in_block = match sqlx::raw_sql("SAVEPOINT probe").execute(pool).await {
+            Ok(_) => true,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P02") => true,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25P01") => false,
+            Err(e) => panic!("{e}"),
+        };
+        if in_block {
+            leaked += 1;
+            sqlx::raw_sql("ROLLBACK").execute(pool).await.unwrap();
+        }
+    }
+    (dropped, leaked)
+}
 /// Polls `call` `polls` times, giving the server `gap` between polls, and drops it unless it
 /// ended first (tokio's timers are too coarse for this: a millisecond).
 async fn drop_after<F: std::future::Future>(call: F, polls: u32, gap: Duration) -> bool {

@@ -225,11 +225,14 @@ async fn one_case(store: &Store, tenant: &str, s: &Scenario) -> Result<(), TestC
             }
             Kill::Abrupt => {
                 task.abort();
-                match within("an aborted run", RUN_DEADLINE, &mut task).await {
+                let ended = match within("an aborted run", RUN_DEADLINE, &mut task).await {
                     Ok(report) => Some(report),
                     Err(e) if e.is_cancelled() => None,
                     Err(e) => return Err(fail(e)),
-                }
+                };
+                // Its last COMMIT (the run's end, maybe) lands once its sessions are back.
+                settled(store).await;
+                ended
             }
         };
         if let Some(report) = report {
@@ -275,7 +278,6 @@ async fn at_interruption(
     let limit = sim.config().effective_rate_limit();
     {
         quiet(sim).await;
-        settled(store).await;
         let rows = stored_campaigns(store, tenant).await?;
         let recorded: BTreeSet<String> = rows
             .values()
