@@ -260,6 +260,9 @@ impl Worker {
                 Ok(claimed) => {
                     failures = 0;
                     let mut prepared = self.prepare(&claimed).await;
+                    if self.config.shared_budgets {
+                        self.create_budgets(&prepared).await;
+                    }
                     // Their starts, in one notification: after the claim, so after the
                     // `queued` each was published with, and never coalesced away by it.
                     let starts: Vec<RunEvent> = claimed
@@ -361,6 +364,24 @@ impl Worker {
                 tracing::debug!(error = %e, "claimed runs' tenants not read together; each reads its own");
                 HashMap::new()
             }
+        }
+    }
+
+    /// The claimed runs' budget rows, created together before their first grants (see
+    /// [`crate::budget::create_missing`]); a run whose row this misses creates its own.
+    async fn create_budgets(&self, prepared: &HashMap<String, Result<(Tenant, Credentials)>>) {
+        let budgets: Vec<(BudgetKey, RateLimit)> = prepared
+            .values()
+            .filter_map(|p| p.as_ref().ok())
+            .filter_map(|(t, _)| {
+                Some((
+                    BudgetKey::new(&platform_url(t).ok()?, &t.client_id),
+                    t.limit(),
+                ))
+            })
+            .collect();
+        if let Err(e) = crate::budget::create_missing(&self.service.store, &budgets).await {
+            tracing::debug!(error = %e, "claimed runs' budgets not created together; each first grant creates its own");
         }
     }
 
@@ -522,8 +543,7 @@ impl Worker {
                 self.service.tenants.credentials(tenant_id).await?,
             ),
         };
-        let url = Url::parse(&format!("{}/", tenant.api_url))
-            .map_err(|e| ServiceError::Invalid(format!("tenant {tenant_id} api_url: {e}")))?;
+        let url = platform_url(&tenant)?;
         let limit = tenant.limit();
         // Delays scale with the window: a platform (or simulator) with 1 s windows retries
         // and cools down sixty times faster than one with 60 s windows.
@@ -643,4 +663,10 @@ impl Live {
             }
         }
     }
+}
+
+/// The platform's base URL of `tenant` (with the trailing slash its paths are joined to).
+fn platform_url(tenant: &Tenant) -> Result<Url> {
+    Url::parse(&format!("{}/", tenant.api_url))
+        .map_err(|e| ServiceError::Invalid(format!("tenant {} api_url: {e}", tenant.id)))
 }

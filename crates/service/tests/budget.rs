@@ -13,7 +13,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use adsync_client::{AdClient, ClientConfig, Credentials, RetryPolicy, SlidingWindowLimiter};
 use adsync_domain::{CampaignId, RateLimit};
 use adsync_service::budget::{
-    BudgetKey, BudgetOptions, DbBudget, Granter, PlanRequest, Slot, exceeds, plan,
+    BudgetKey, BudgetOptions, DbBudget, Granter, PlanRequest, Slot, create_missing, exceeds, plan,
 };
 use adsync_sim::{Profile, SimConfig, Simulator};
 use adsync_store::Store;
@@ -419,6 +419,68 @@ async fn grants_asked_for_at_once_share_statements(pool: PgPool) {
             b.key()
         );
     }
+}
+
+/// Budgets whose rows a worker created together when it claimed their runs take even their
+/// first grants together; a row that existed is left as it was.
+#[sqlx::test(migrations = false)]
+async fn budgets_created_together_take_their_first_grants_together(pool: PgPool) {
+    // Arrange: one budget with a grant already; twenty more without a row.
+    let stores = pg_stores(&pool, 1).await;
+    let granter = granter(&stores[0]);
+    let ten = limit(10, 60_000);
+    let old = gathered(&stores[0], &granter, "client-old", ten);
+    within_deadline(old.take_slot()).await.unwrap();
+    let old_row = old.row().await.unwrap().unwrap();
+    let budgets: Vec<DbBudget> = (0..20)
+        .map(|c| gathered(&stores[0], &granter, &format!("client-{c}"), ten))
+        .collect();
+    let mut keys: Vec<(BudgetKey, RateLimit)> =
+        budgets.iter().map(|b| (b.key().clone(), ten)).collect();
+    keys.push((old.key().clone(), limit(99, 1_000)));
+    keys.push((key("client-0"), ten)); // twice in one call
+    let before = granter.stats();
+
+    // Act
+    within_deadline(create_missing(&stores[0], &keys))
+        .await
+        .unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(budgets.len()));
+    let tasks = budgets.iter().cloned().map(|b| {
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            b.take_slot().await.unwrap()
+        })
+    });
+    within_deadline(futures::future::join_all(tasks)).await;
+
+    // Assert
+    let after = granter.stats();
+    assert_eq!(
+        after.alone, before.alone,
+        "a first grant made alone: {after:?}"
+    );
+    assert!(after.granted - before.granted >= 20, "{after:?}");
+    assert!(
+        after.batches - before.batches < 20,
+        "one statement per grant: {after:?}"
+    );
+    for b in &budgets {
+        let row = b.row().await.unwrap().unwrap();
+        assert_eq!((row.requests, row.window_ms), (10, 60_000), "{:?}", b.key());
+        assert!(row.grants >= 1, "{:?}: {row:?}", b.key());
+    }
+    let old_after = old.row().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            old_after.requests,
+            old_after.window_ms,
+            old_after.grants,
+            old_after.sends
+        ),
+        (10, 60_000, old_row.grants, old_row.sends)
+    );
 }
 
 fn granter(store: &Store) -> Granter {
