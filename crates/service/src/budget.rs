@@ -175,13 +175,7 @@ pub async fn create_missing(
     budgets: &[(BudgetKey, RateLimit)],
 ) -> Result<(), StoreError> {
     match store {
-        Store::Postgres(pool) if !budgets.is_empty() => {
-            let rows: Vec<(&BudgetKey, u32, i64)> = budgets
-                .iter()
-                .map(|(key, limit)| (key, limit.requests.max(1), ms_ceil(limit.window).max(1)))
-                .collect();
-            db::pg_create_missing(pool, &rows).await
-        }
+        Store::Postgres(pool) if !budgets.is_empty() => db::pg_create_missing(pool, budgets).await,
         _ => Ok(()),
     }
 }
@@ -453,9 +447,10 @@ impl DbBudget {
 
     async fn grant_raw(&self, want: u32) -> Result<Granted, StoreError> {
         let s = &self.shared;
+        let (requests, window_ms) = stored_limit(s.limit);
         let ask = Ask {
-            requests: s.limit.requests.max(1),
-            window_ms: ms_ceil(s.limit.window).max(1),
+            requests,
+            window_ms,
             margin_ms: ms_ceil(self.margin()),
             want: want.clamp(1, s.limit.requests.max(1)),
             horizon_ms: s.horizon_ms,
@@ -711,6 +706,11 @@ fn at_instant(local_now: Instant, db_now_ms: i64, at_ms: i64) -> Instant {
 }
 
 /// Whole milliseconds, rounded up (a margin or window never shrinks by rounding).
+/// `N` and `W` (ms) as a budget row stores them: at least one request, at least a millisecond.
+fn stored_limit(limit: RateLimit) -> (u32, i64) {
+    (limit.requests.max(1), ms_ceil(limit.window).max(1))
+}
+
 fn ms_ceil(d: Duration) -> i64 {
     i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }

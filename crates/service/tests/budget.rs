@@ -390,15 +390,7 @@ async fn grants_asked_for_at_once_share_statements(pool: PgPool) {
     let before = granter.stats();
 
     // Act: each asks for one more slot, all at once.
-    let barrier = Arc::new(tokio::sync::Barrier::new(budgets.len()));
-    let tasks = budgets.iter().cloned().map(|b| {
-        let barrier = barrier.clone();
-        tokio::spawn(async move {
-            barrier.wait().await;
-            b.take_slot().await.unwrap()
-        })
-    });
-    within_deadline(futures::future::join_all(tasks)).await;
+    take_a_slot_each_at_once(&budgets).await;
 
     // Assert
     let after = granter.stats();
@@ -445,15 +437,7 @@ async fn budgets_created_together_take_their_first_grants_together(pool: PgPool)
     within_deadline(create_missing(&stores[0], &keys))
         .await
         .unwrap();
-    let barrier = Arc::new(tokio::sync::Barrier::new(budgets.len()));
-    let tasks = budgets.iter().cloned().map(|b| {
-        let barrier = barrier.clone();
-        tokio::spawn(async move {
-            barrier.wait().await;
-            b.take_slot().await.unwrap()
-        })
-    });
-    within_deadline(futures::future::join_all(tasks)).await;
+    take_a_slot_each_at_once(&budgets).await;
 
     // Assert
     let after = granter.stats();
@@ -481,6 +465,19 @@ async fn budgets_created_together_take_their_first_grants_together(pool: PgPool)
         ),
         (10, 60_000, old_row.grants, old_row.sends)
     );
+}
+
+/// Each of `budgets` asks for a slot, all at the same moment.
+async fn take_a_slot_each_at_once(budgets: &[DbBudget]) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(budgets.len()));
+    let tasks = budgets.iter().cloned().map(|b| {
+        let barrier = barrier.clone();
+        tokio::spawn(async move {
+            barrier.wait().await;
+            b.take_slot().await.unwrap()
+        })
+    });
+    within_deadline(futures::future::join_all(tasks)).await;
 }
 
 fn granter(store: &Store) -> Granter {

@@ -7,7 +7,7 @@ mod common;
 
 use adsync_domain::Campaign;
 use adsync_store::{
-    ListingCursor, NewDeadLetter, PageBatch, Resolution, RunEnding, RunId, RunStatus, Stage,
+    Lease, ListingCursor, NewDeadLetter, PageBatch, Resolution, RunEnding, RunId, RunStatus, Stage,
     StopReason, Store, StoredCampaign,
 };
 use chrono::Utc;
@@ -261,22 +261,33 @@ async fn stopping_a_run_keeps_its_listing_sets_and_finishing_it_empties_them(sto
     let want = [("a".to_owned(), 1), ("b".to_owned(), 1)];
 
     // Act
-    store
-        .finish_run(&a, &ending(RunEnding::Stopped(StopReason::Cancelled)))
-        .await
-        .unwrap();
-    let after_stop = listed(&store, run.id).await;
-    let b = take_over(&store, run.id, "test:2").await;
-    let after_take_over = listed(&store, run.id).await;
-    store
-        .finish_run(&b, &ending(RunEnding::Finished))
-        .await
-        .unwrap();
+    let (after_stop, after_take_over) = stopped_and_taken_over(&store, run.id, &a).await;
 
     // Assert
     assert_eq!(after_stop, want, "the checkpoint of a stopped run");
     assert_eq!(after_take_over, want);
     assert!(store.listed(run.id).await.unwrap().is_empty());
+}
+
+/// Stops the run `a` holds, lets another process take it over and finish it: the run's
+/// listing checkpoint after the stop and after the take-over.
+async fn stopped_and_taken_over(
+    store: &Store,
+    run: RunId,
+    a: &Lease,
+) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+    store
+        .finish_run(a, &ending(RunEnding::Stopped(StopReason::Cancelled)))
+        .await
+        .unwrap();
+    let after_stop = listed(store, run).await;
+    let b = take_over(store, run, "test:2").await;
+    let after_take_over = listed(store, run).await;
+    store
+        .finish_run(&b, &ending(RunEnding::Finished))
+        .await
+        .unwrap();
+    (after_stop, after_take_over)
 }
 
 async fn stored_and_unstored_ids_keep_their_pass_through_a_stop_and_a_take_over(store: Store) {
@@ -302,17 +313,7 @@ async fn stored_and_unstored_ids_keep_their_pass_through_a_stop_and_a_take_over(
 
     // Act
     let while_running = listed(&store, run.id).await;
-    store
-        .finish_run(&a, &ending(RunEnding::Stopped(StopReason::Cancelled)))
-        .await
-        .unwrap();
-    let after_stop = listed(&store, run.id).await;
-    let b = take_over(&store, run.id, "test:2").await;
-    let after_take_over = listed(&store, run.id).await;
-    store
-        .finish_run(&b, &ending(RunEnding::Finished))
-        .await
-        .unwrap();
+    let (after_stop, after_take_over) = stopped_and_taken_over(&store, run.id, &a).await;
 
     // Assert
     assert_eq!(while_running, want);

@@ -103,25 +103,24 @@ async fn pg_grant_optimistic(
     }))
 }
 
-/// See [`super::create_missing`]: `(key, requests, window_ms)` of each budget, as the first
-/// grant would create its row.
+/// See [`super::create_missing`]: each row as the budget's first grant would create it.
 pub(super) async fn pg_create_missing(
     pool: &PgPool,
-    rows: &[(&BudgetKey, u32, i64)],
+    budgets: &[(BudgetKey, RateLimit)],
 ) -> Result<(), StoreError> {
     // One row per key: the same budget twice in one INSERT would be refused.
     let mut seen = std::collections::HashSet::new();
-    let rows: Vec<_> = rows.iter().filter(|(key, ..)| seen.insert(*key)).collect();
-    let urls: Vec<&str> = rows.iter().map(|(k, ..)| k.api_url()).collect();
-    let clients: Vec<&str> = rows.iter().map(|(k, ..)| k.client_id()).collect();
-    let requests: Vec<i32> = rows
-        .iter()
-        .map(|(_, r, _)| i32::try_from(*r).unwrap_or(i32::MAX))
-        .collect();
-    let windows: Vec<i64> = rows.iter().map(|(.., w)| *w).collect();
+    let (mut urls, mut clients, mut requests, mut windows) = (vec![], vec![], vec![], vec![]);
+    for (key, limit) in budgets.iter().filter(|(key, _)| seen.insert(key)) {
+        let (n, w) = super::stored_limit(*limit);
+        urls.push(key.api_url());
+        clients.push(key.client_id());
+        requests.push(i64::from(n));
+        windows.push(w);
+    }
     sqlx::query(
         "INSERT INTO rate_budgets (api_url, client_id, requests, window_ms, updated_at)
-         SELECT u, c, r, w, now() FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[])
+         SELECT u, c, r, w, now() FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[])
              AS x(u, c, r, w)
          ORDER BY u, c
          ON CONFLICT (api_url, client_id) DO NOTHING",
