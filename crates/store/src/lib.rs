@@ -267,6 +267,15 @@ impl Store {
         dispatch!(self, run(id))?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
     }
 
+    /// The runs of `ids` that exist, in no particular order (counters of open runs derived
+    /// live, as [`Store::run`]): a worker reads the runs it claimed in one query.
+    pub async fn runs_by_id(&self, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, runs_by_id(ids))
+    }
+
     /// The tenant's latest run, if any.
     pub async fn latest_run(&self, tenant: &str) -> Result<Option<RunRecord>, StoreError> {
         Ok(self.runs(tenant, 1).await?.into_iter().next())

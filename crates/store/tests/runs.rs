@@ -23,6 +23,7 @@ on_both_databases!(
     a_sync_failure_of_a_campaign_the_platform_removed_does_not_make_the_run_partial,
     retrying_a_finished_runs_dead_letter_leaves_its_counters_alone,
     finishing_adds_each_processs_requests_and_time,
+    runs_read_together_are_each_as_read_alone,
 );
 
 /// Process A stores c1 and c2 (a complete listing), syncs c2, fails to sync c1, and dies;
@@ -446,4 +447,43 @@ async fn finishing_adds_each_processs_requests_and_time(store: Store) {
     assert_eq!(finished.floor_seconds, Some(1.0), "kept when B had none");
     assert_eq!(finished.floor_ratio(), Some(3.0));
     assert_eq!(finished.status, RunStatus::Succeeded);
+}
+
+async fn runs_read_together_are_each_as_read_alone(store: Store) {
+    // Arrange: a run that stored a page (live counters), two that stored nothing, one that
+    // ended, and an id that is no run.
+    let (stored, lease) = start(&store, "t1").await;
+    let listed = campaigns(&["c1", "c2"], 1);
+    store
+        .store_page(&lease, &page(more(2), &ids(&listed), &listed))
+        .await
+        .unwrap();
+    let (fresh, _) = start(&store, "t2").await;
+    let (ended, ended_lease) = start(&store, "t3").await;
+    store
+        .finish_run(&ended_lease, &ending(RunEnding::Finished))
+        .await
+        .unwrap();
+    let (untouched, _) = start(&store, "t4").await;
+    let wanted = [stored.id, fresh.id, ended.id, untouched.id, 999_999];
+
+    // Act
+    let together = store.runs_by_id(&wanted).await.unwrap();
+    let none = store.runs_by_id(&[]).await.unwrap();
+
+    // Assert: every run that exists, each as `run` reads it; nothing for the missing id.
+    let mut got: Vec<RunId> = together.iter().map(|r| r.id).collect();
+    got.sort();
+    assert_eq!(got, vec![stored.id, fresh.id, ended.id, untouched.id]);
+    for r in &together {
+        let alone = store.run(r.id).await.unwrap();
+        assert_eq!(format!("{r:?}"), format!("{alone:?}"));
+    }
+    assert!(none.is_empty());
+    let by_id = |id: RunId| together.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(by_id(stored.id).counters.campaigns_stored, 2);
+    // Only a run that stored nothing may skip reading its checkpoint back.
+    assert!(!by_id(stored.id).nothing_stored());
+    assert!(by_id(fresh.id).nothing_stored());
+    assert!(by_id(untouched.id).nothing_stored());
 }

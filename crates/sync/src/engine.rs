@@ -506,19 +506,23 @@ impl SyncEngine {
                 hard.cancel();
             }))
         };
-        let pending = self.store.pending_syncs(run.id).await?;
+        // A run with nothing stored has no checkpoint to read: skipping the two reads saved
+        // a thousand runs started at once two thousand queries before their first page.
+        let (pending, listed) = if run.nothing_stored() {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                self.store.pending_syncs(run.id).await?,
+                self.store.listed(run.id).await?,
+            )
+        };
         if !pending.is_empty() {
             tracing::info!(
                 count = pending.len(),
                 "resuming: campaigns stored but not yet synced"
             );
         }
-        let pager = Pager::resume(
-            run.cursor,
-            run.page_size,
-            self.config.pager,
-            self.store.listed(run.id).await?,
-        );
+        let pager = Pager::resume(run.cursor, run.page_size, self.config.pager, listed);
         // Bounded: the listing may run ahead of the sync calls by a couple of pages at most.
         let capacity = (run.page_size as usize).saturating_mul(2).clamp(64, 20_000);
         // Each id with the number of the page its writes wait for (0: stored by an earlier

@@ -12,9 +12,9 @@
 pub(crate) mod pg;
 pub(crate) mod sqlite;
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
-use adsync_store::{Lease, RunId, RunRecord, RunStatus, Store};
+use adsync_store::{Lease, RunId, RunRecord, RunStatus, Store, StoreError};
 use serde::Serialize;
 
 use crate::{
@@ -225,9 +225,21 @@ impl Queue {
             Store::Postgres(p) => pg::claim(p, owner, ttl, max).await?,
             Store::Sqlite(p) => sqlite::claim(p, owner, ttl, max).await?,
         };
+        // The runs read back in one query: one each cost a thousand claimed runs a fifth
+        // of a second before the first of them could start.
+        let ids: Vec<RunId> = claimed.iter().map(|(id, _, _)| *id).collect();
+        let mut runs: HashMap<RunId, RunRecord> = self
+            .store
+            .runs_by_id(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
         let mut out = Vec::with_capacity(claimed.len());
         for (id, tenant, epoch) in claimed {
-            let run = self.store.run(id).await?;
+            let run = runs
+                .remove(&id)
+                .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
             out.push(Claimed {
                 run,
                 lease: Lease {

@@ -293,6 +293,15 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Nothing of the run is stored yet: no page (only a page's store moves the cursor and
+    /// counts what it saw), so no campaign stamped with it and no listing set. A run claimed
+    /// in this state has no checkpoint to read back.
+    pub fn nothing_stored(&self) -> bool {
+        self.cursor == ListingCursor::default()
+            && self.counters.pages == 0
+            && self.counters.campaigns_seen == 0
+    }
+
     /// `active_seconds / floor_seconds`: 1.0 is as fast as the platform allows.
     pub fn floor_ratio(&self) -> Option<f64> {
         self.floor_seconds

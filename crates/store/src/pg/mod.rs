@@ -218,6 +218,19 @@ pub async fn run(pool: &PgPool, id: RunId) -> Result<Option<RunRecord>, StoreErr
     .transpose()
 }
 
+pub async fn runs_by_id(pool: &PgPool, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sync_runs r WHERE r.id = ANY($1)",
+        run_columns()
+    )))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(record)
+    .collect()
+}
+
 pub async fn recent_runs(
     pool: &PgPool,
     tenant: Option<&str>,

@@ -286,6 +286,28 @@ pub async fn run(pool: &SqlitePool, id: RunId) -> Result<Option<RunRecord>, Stor
     .transpose()
 }
 
+pub async fn runs_by_id(pool: &SqlitePool, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
+    // The ids as one JSON array: a claim takes as many runs as a worker has free slots,
+    // more than SQLite's bound parameters allow.
+    let ids = format!(
+        "[{}]",
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM sync_runs r WHERE r.id IN (SELECT value FROM json_each(?1))",
+        run_columns()
+    )))
+    .bind(ids)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(record)
+    .collect()
+}
+
 pub async fn recent_runs(
     pool: &SqlitePool,
     tenant: Option<&str>,
