@@ -138,7 +138,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let api_service = Service::new(
         api_store.clone(),
-        keyring,
+        keyring.clone(),
         Some(SecretString::from(admin.clone())),
     );
     let stats_url = format!("{sim_url}/__sim/stats");
@@ -225,8 +225,10 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
         .map(|o| o.run())
         .collect();
     let queued_in = started.elapsed();
-    let worker = Worker::new(
-        service.clone(),
+    // As `adsync serve` runs them: on a runtime and a pool of their own.
+    let (url, pool, config) = (
+        args.database_url.clone(),
+        args.pool,
         WorkerConfig {
             slots: args.tenants,
             poll: Duration::from_millis(50),
@@ -234,10 +236,24 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
             ..WorkerConfig::default()
         },
     );
-    let worker_task = tokio::spawn({
+    let worker_task = crate::apart::on_own_runtime("adsync-worker", {
         let stop = stop.clone();
-        async move { worker.run(stop).await }
-    });
+        async move {
+            let store = Store::connect_with(
+                &url,
+                &StoreOptions {
+                    max_connections: pool,
+                    ..StoreOptions::default()
+                },
+            )
+            .await?;
+            let outcome = Worker::new(Service::new(store.clone(), keyring, None), config)
+                .run(stop)
+                .await;
+            store.close().await;
+            anyhow::Ok(outcome?)
+        }
+    })?;
     let load = tokio::spawn(api_load(
         http.clone(),
         api_url.clone(),
@@ -262,7 +278,7 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     };
     stop.cancel();
     let latencies = load.await?;
-    worker_task.await??;
+    worker_task.join().await??;
     api.await??;
 
     // Results. One tenant's floor from the contract: its calls (listing pages and one sync

@@ -1,6 +1,7 @@
 //! `adsync`: the command line. `main` only calls [`try_main`] and maps errors to exit codes
 //! ([`exit`]); each subcommand lives in its own module.
 
+mod apart;
 mod bench;
 mod bench_service;
 mod dead_letters;

@@ -273,7 +273,7 @@ pub fn client_config(
 }
 
 /// `--database-url`, shared by every command that touches the database.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// postgres://USER@HOST/DB or sqlite://FILE (created if missing). Default:
     /// sqlite://adsync.db in the current directory.

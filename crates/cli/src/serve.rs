@@ -2,17 +2,19 @@
 //! (workers only; any number, on any number of machines, against one PostgreSQL). Both stop
 //! gracefully on SIGINT/SIGTERM: runs are checkpointed and requeued, leases released.
 
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use adsync_service::{
     Service,
+    vault::Keyring,
     worker::{Worker, WorkerConfig},
 };
+use adsync_store::Store;
 use clap::Args;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::{demo, keys::KeyArgs, platform::DbArgs};
+use crate::{apart::Apart, demo, keys::KeyArgs, platform::DbArgs};
 
 /// What workers share between `serve` and `worker`.
 #[derive(Debug, Args)]
@@ -90,13 +92,6 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = args.work.db.connect().await?;
     let keyring = args.work.keys.require(&store, args.work.db.url())?;
     let service = Service::new(store, keyring.clone(), admin.clone());
-    // The workers' own pool: a thousand runs writing cannot make the API wait for a
-    // connection.
-    let work_store = if args.work.workers > 0 {
-        Some(args.work.db.connect_pool(args.work.db_pool).await?)
-    } else {
-        None
-    };
     if admin.is_none() {
         tracing::warn!(
             "ADSYNC_ADMIN_KEY is not set: only tenant API keys can call the API, and none can be created without it"
@@ -125,19 +120,14 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
             shutdown.clone(),
         ))
     });
-    let worker = work_store.as_ref().map(|store| {
-        let worker = Worker::new(
-            // The API's event hub: on SQLite the dashboard sees this worker's runs only
-            // through it.
-            Service::new(store.clone(), keyring.clone(), None).with_events(service.events.clone()),
-            args.work.worker_config(),
-        );
-        let token = shutdown.clone();
-        tokio::spawn(async move { worker.run(token).await })
-    });
+    let worker = if args.work.workers > 0 {
+        Some(start_workers(&args.work, keyring.clone(), &service, shutdown.clone()).await?)
+    } else {
+        None
+    };
     shutdown.cancelled().await;
     if let Some(w) = worker {
-        w.await??;
+        w.join().await??;
     }
     if let Some(s) = scheduler {
         s.await?;
@@ -148,10 +138,46 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     api.await??;
     drop(demo);
     service.store.close().await;
-    if let Some(store) = work_store {
-        store.close().await;
-    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded workers, on a runtime of their own (see [`crate::apart`]) with a pool of their
+/// own (a thousand runs writing cannot make the API wait for a connection). Returns once
+/// their pool is open, so that a database they cannot reach is reported at the start.
+async fn start_workers(
+    work: &WorkerArgs,
+    keyring: Arc<Keyring>,
+    api: &Service,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Apart<anyhow::Result<()>>> {
+    let (db, connections, config) = (work.db.clone(), work.db_pool, work.worker_config());
+    // On SQLite the API's hub carries this worker's events to the dashboard (in-process
+    // channels, no runtime of their own); on PostgreSQL the workers notify through their pool.
+    let shared_events = matches!(api.store, Store::Sqlite(_)).then(|| api.events.clone());
+    let (opened, ready) = tokio::sync::oneshot::channel();
+    let apart = crate::apart::on_own_runtime("adsync-worker", async move {
+        let store = match db.connect_pool(connections).await {
+            Ok(store) => {
+                let _ = opened.send(Ok(()));
+                store
+            }
+            Err(e) => {
+                let _ = opened.send(Err(e));
+                return Ok(());
+            }
+        };
+        let mut service = Service::new(store.clone(), keyring, None);
+        if let Some(events) = shared_events {
+            service = service.with_events(events);
+        }
+        let outcome = Worker::new(service, config).run(shutdown).await;
+        store.close().await;
+        Ok(outcome?)
+    })?;
+    ready
+        .await
+        .map_err(|_| anyhow::anyhow!("the workers' runtime ended before opening its pool"))??;
+    Ok(apart)
 }
 
 /// Runs `adsync worker`.
