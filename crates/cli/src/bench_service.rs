@@ -57,6 +57,10 @@ pub struct ServiceBenchArgs {
     /// The admin key of the bench's API (a load tool needs it); default: a throwaway one.
     #[arg(long, env = "ADSYNC_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
+    /// Have the simulator write when it counted each rate-limited request (and whether it
+    /// refused it) to this file; `scripts/bench/arrivals` reads it.
+    #[arg(long, value_name = "FILE")]
+    sim_arrivals_log: Option<std::path::PathBuf>,
     /// Spend each client id's budget in the database (the service's default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     shared_budgets: bool,
@@ -65,19 +69,23 @@ pub struct ServiceBenchArgs {
 /// Starts `adsync simulate` as a child process and returns it with its URL.
 async fn simulator(args: &ServiceBenchArgs) -> anyhow::Result<(tokio::process::Child, String)> {
     let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
-        .args([
-            "-q",
-            "simulate",
-            "--port",
-            "0",
-            "--profile",
-            &args.profile,
-            "--campaigns",
-            &args.campaigns.to_string(),
-            "--time-scale",
-            &args.time_scale.to_string(),
-        ])
+    let mut command = tokio::process::Command::new(exe);
+    command.args([
+        "-q",
+        "simulate",
+        "--port",
+        "0",
+        "--profile",
+        &args.profile,
+        "--campaigns",
+        &args.campaigns.to_string(),
+        "--time-scale",
+        &args.time_scale.to_string(),
+    ]);
+    if let Some(path) = &args.sim_arrivals_log {
+        command.arg("--arrivals-log").arg(path);
+    }
+    let mut child = command
         // Its tenants use the reference account.
         .env_remove("ADSYNC_SIM_PASSWORD")
         .stdout(Stdio::piped())

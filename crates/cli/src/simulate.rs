@@ -79,6 +79,10 @@ pub struct SimulateArgs {
     /// platform looks at it: before the token check and the rate-limit window.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     arrival_jitter: Duration,
+    /// Write one line per rate-limited request, as the window judged it, to this file
+    /// (`unix-seconds client-id endpoint ok|429`; `scripts/bench/arrivals` reads it).
+    #[arg(long, value_name = "FILE")]
+    arrivals_log: Option<std::path::PathBuf>,
     /// Replace expires_in in token answers with this JSON value: 1e300, -1, '"abc"', 0...
     /// Tokens still expire after --token-ttl.
     #[arg(long, value_name = "JSON", allow_hyphen_values = true, value_parser = json_value)]
@@ -184,6 +188,7 @@ impl SimulateArgs {
         c.has_more = self.has_more.unwrap_or(c.has_more);
         c.omit_total = self.omit_total;
         c.arrival_jitter = self.arrival_jitter;
+        c.arrivals_log = self.arrivals_log.clone();
         c.expires_in = self.expires_in.clone();
         c.issued_at = self.issued_at.clone();
         c.unknown_status_every = self.unknown_status_every;

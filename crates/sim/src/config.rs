@@ -208,6 +208,10 @@ pub struct SimConfig {
     /// the token check and before the rate-limit window stamps its arrival: a platform that
     /// queues requests before it looks at them. Real time: not divided by the time scale.
     pub arrival_jitter: Duration,
+    /// Appends a line for every rate-limited request to this file as the window judges it:
+    /// `unix-seconds client-id endpoint ok|429`. For benchmarks that want to know when each
+    /// request counted (`scripts/bench/arrivals` reads it); `None`: nothing written.
+    pub arrivals_log: Option<std::path::PathBuf>,
     /// Replaces the value of `retry_after` in 429 bodies (`1e12`, `-5`, `"soon"`, `null`...).
     pub retry_after_body: Option<Value>,
     /// Sends exactly this `Retry-After` header text on 429 (whatever
@@ -269,6 +273,7 @@ impl SimConfig {
             },
             omit_total: false,
             arrival_jitter: Duration::ZERO,
+            arrivals_log: None,
             retry_after_body: None,
             retry_after_header_value: None,
             expires_in: None,

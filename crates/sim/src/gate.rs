@@ -2,6 +2,7 @@
 //! jitter, and the per-client sliding window (with the 429's overridable `retry_after`).
 
 use std::{
+    io::Write,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -91,6 +92,17 @@ pub fn rate_rejection(state: &SimState, headers: &HeaderMap, endpoint: &str) -> 
         }
         allowed
     };
+    if let Some(log) = &state.arrivals {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let outcome = if allowed { "ok" } else { "429" };
+        let mut log = log.lock().expect("arrivals lock");
+        if let Err(e) = writeln!(log, "{at:.6} {client} {endpoint} {outcome}") {
+            tracing::debug!(error = %e, "arrivals log line not written");
+        }
+    }
     {
         let mut stats = state.stats.lock().expect("stats lock");
         let c = stats.clients.entry(client).or_default();

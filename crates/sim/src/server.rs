@@ -45,6 +45,8 @@ pub struct SimState {
     pending: Mutex<VecDeque<Mutation>>,
     pub(crate) stats: Mutex<SimStats>,
     pub(crate) shutdown: CancellationToken,
+    /// [`SimConfig::arrivals_log`], open.
+    pub(crate) arrivals: Option<Mutex<std::io::LineWriter<std::fs::File>>>,
 }
 
 impl SimState {
@@ -57,6 +59,15 @@ impl SimState {
             .copied()
             .collect();
         pending.sort_by_key(|m| m.after_list_calls);
+        // One write per line: the simulator may be killed at any moment (a bench ends so).
+        let arrivals = config.arrivals_log.as_ref().and_then(|path| {
+            std::fs::File::create(path)
+                .inspect_err(|e| {
+                    tracing::warn!(path = %path.display(), error = %e, "arrivals log not written");
+                })
+                .ok()
+                .map(|f| Mutex::new(std::io::LineWriter::new(f)))
+        });
         Self {
             data: DataSet::generate(&config),
             rng: Mutex::new(StdRng::seed_from_u64(config.seed ^ 0x5eed_c4a0)),
@@ -70,6 +81,7 @@ impl SimState {
             in_flight: AtomicU64::new(0),
             stats: Mutex::default(),
             shutdown: CancellationToken::new(),
+            arrivals,
         }
     }
 

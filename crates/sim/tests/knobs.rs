@@ -339,6 +339,36 @@ async fn jittered_requests_are_still_counted_by_the_rate_limit_once_they_arrive(
     assert_eq!(stats.rate_limited, 3);
 }
 
+#[tokio::test]
+async fn the_arrivals_log_has_a_line_for_every_request_the_window_judged() {
+    let dir = std::env::temp_dir().join(format!("adsync-arrivals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("arrivals.log");
+    let api = start(|c| {
+        c.time_scale = 1.0;
+        c.rate_limit = RateLimit::new(2, Duration::from_secs(60)).unwrap();
+        c.arrivals_log = Some(path.clone());
+    })
+    .await;
+
+    for _ in 0..3 {
+        api.get("/api/campaigns").await;
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // The token request is not rate-limited: three lines, two let through and one refused.
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let outcomes: Vec<&str> = lines.iter().map(|l| l[3]).collect();
+    assert_eq!(outcomes, ["ok", "ok", "429"]);
+    for line in &lines {
+        assert_eq!(line[1], "default");
+        let at: f64 = line[0].parse().unwrap();
+        assert!(at > 1.7e9, "unix seconds: {at}");
+    }
+}
+
 // 429 and token overrides
 
 async fn one_429(tweak: impl FnOnce(&mut SimConfig)) -> reqwest::Response {
