@@ -16,7 +16,7 @@ use adsync_service::{
     queue::RunRequest,
     tenants::NewTenant,
     vault::{Credentials, Keyring, MasterKey},
-    worker::{Worker, WorkerConfig},
+    worker::WorkerConfig,
 };
 use adsync_store::{Store, StoreOptions};
 use clap::Args;
@@ -234,34 +234,22 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let queued_in = started.elapsed();
     // As `adsync serve` runs them: on a runtime and a pool of their own.
-    let (url, pool, config) = (
-        args.database_url.clone(),
-        args.pool,
-        WorkerConfig {
-            slots: args.tenants,
-            poll: Duration::from_millis(50),
-            shared_budgets: args.shared_budgets,
-            ..WorkerConfig::default()
-        },
-    );
-    let worker_task = crate::apart::on_own_runtime("adsync-worker", {
-        let stop = stop.clone();
-        async move {
-            let store = Store::connect_with(
-                &url,
-                &StoreOptions {
-                    max_connections: pool,
-                    ..StoreOptions::default()
-                },
-            )
-            .await?;
-            let outcome = Worker::new(Service::new(store.clone(), keyring, None), config)
-                .run(stop)
-                .await;
-            store.close().await;
-            anyhow::Ok(outcome?)
-        }
-    })?;
+    let (url, pool) = (args.database_url.clone(), args.pool);
+    let connect = async move {
+        let options = StoreOptions {
+            max_connections: pool,
+            ..StoreOptions::default()
+        };
+        Ok(Store::connect_with(&url, &options).await?)
+    };
+    let config = WorkerConfig {
+        slots: args.tenants,
+        poll: Duration::from_millis(50),
+        shared_budgets: args.shared_budgets,
+        ..WorkerConfig::default()
+    };
+    let worker_task =
+        crate::serve::start_workers(connect, keyring, None, config, stop.clone()).await?;
     let load = tokio::spawn(api_load(
         http.clone(),
         api_url.clone(),

@@ -2,10 +2,11 @@
 //! (workers only; any number, on any number of machines, against one PostgreSQL). Both stop
 //! gracefully on SIGINT/SIGTERM: runs are checkpointed and requeued, leases released.
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use adsync_service::{
     Service,
+    events::Events,
     vault::Keyring,
     worker::{Worker, WorkerConfig},
 };
@@ -121,7 +122,21 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
         ))
     });
     let worker = if args.work.workers > 0 {
-        Some(start_workers(&args.work, keyring.clone(), &service, shutdown.clone()).await?)
+        let (db, connections) = (args.work.db.clone(), args.work.db_pool);
+        // On SQLite the API's hub carries this worker's events to the dashboard (in-process
+        // channels, no runtime of their own); on PostgreSQL the workers notify through their
+        // pool.
+        let events = matches!(service.store, Store::Sqlite(_)).then(|| service.events.clone());
+        Some(
+            start_workers(
+                async move { Ok(db.connect_pool(connections).await?) },
+                keyring.clone(),
+                events,
+                args.work.worker_config(),
+                shutdown.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -141,22 +156,20 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The embedded workers, on a runtime of their own (see [`crate::apart`]) with a pool of their
-/// own (a thousand runs writing cannot make the API wait for a connection). Returns once
-/// their pool is open, so that a database they cannot reach is reported at the start.
-async fn start_workers(
-    work: &WorkerArgs,
+/// Workers on a runtime of their own (see [`crate::apart`]) with the pool `connect` opens
+/// there (a thousand runs writing cannot make the API wait for a connection). Returns once
+/// that pool is open, so that a database they cannot reach is reported at the start.
+/// `events`: a hub to publish through instead of the pool's own.
+pub(crate) async fn start_workers(
+    connect: impl Future<Output = anyhow::Result<Store>> + Send + 'static,
     keyring: Arc<Keyring>,
-    api: &Service,
+    events: Option<Events>,
+    config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Apart<anyhow::Result<()>>> {
-    let (db, connections, config) = (work.db.clone(), work.db_pool, work.worker_config());
-    // On SQLite the API's hub carries this worker's events to the dashboard (in-process
-    // channels, no runtime of their own); on PostgreSQL the workers notify through their pool.
-    let shared_events = matches!(api.store, Store::Sqlite(_)).then(|| api.events.clone());
     let (opened, ready) = tokio::sync::oneshot::channel();
     let apart = crate::apart::on_own_runtime("adsync-worker", async move {
-        let store = match db.connect_pool(connections).await {
+        let store = match connect.await {
             Ok(store) => {
                 let _ = opened.send(Ok(()));
                 store
@@ -167,7 +180,7 @@ async fn start_workers(
             }
         };
         let mut service = Service::new(store.clone(), keyring, None);
-        if let Some(events) = shared_events {
+        if let Some(events) = events {
             service = service.with_events(events);
         }
         let outcome = Worker::new(service, config).run(shutdown).await;

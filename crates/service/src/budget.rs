@@ -467,7 +467,7 @@ impl DbBudget {
             requests,
             window_ms,
             margin_ms: ms_ceil(self.margin()),
-            want: want.clamp(1, s.limit.requests.max(1)),
+            want: want.clamp(1, requests),
             horizon_ms: s.horizon_ms,
             lead_ms: i64::try_from((2 * s.lead_us.load(Ordering::Relaxed)).div_ceil(1000))
                 .unwrap_or(i64::MAX),
@@ -720,12 +720,12 @@ fn at_instant(local_now: Instant, db_now_ms: i64, at_ms: i64) -> Instant {
     }
 }
 
-/// Whole milliseconds, rounded up (a margin or window never shrinks by rounding).
 /// `N` and `W` (ms) as a budget row stores them: at least one request, at least a millisecond.
 fn stored_limit(limit: RateLimit) -> (u32, i64) {
     (limit.requests.max(1), ms_ceil(limit.window).max(1))
 }
 
+/// Whole milliseconds, rounded up (a margin or window never shrinks by rounding).
 fn ms_ceil(d: Duration) -> i64 {
     i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }

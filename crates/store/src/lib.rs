@@ -264,11 +264,14 @@ impl Store {
 
     /// One run by id (counters of an open run derived live from rows).
     pub async fn run(&self, id: RunId) -> Result<RunRecord, StoreError> {
-        dispatch!(self, run(id))?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
+        self.runs_by_id(&[id])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
     }
 
     /// The runs of `ids` that exist, in no particular order (counters of open runs derived
-    /// live, as [`Store::run`]): a worker reads the runs it claimed in one query.
+    /// live from rows): a worker reads the runs it claimed in one query.
     pub async fn runs_by_id(&self, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -206,18 +206,6 @@ pub async fn finish_run(pool: &PgPool, lease: &Lease, end: &RunEnd) -> Result<()
     Ok(())
 }
 
-pub async fn run(pool: &PgPool, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM sync_runs r WHERE r.id = $1",
-        run_columns()
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    .map(|r| record(&r))
-    .transpose()
-}
-
 pub async fn runs_by_id(pool: &PgPool, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM sync_runs r WHERE r.id = ANY($1)",

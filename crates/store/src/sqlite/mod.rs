@@ -274,18 +274,6 @@ pub async fn finish_run(pool: &SqlitePool, lease: &Lease, end: &RunEnd) -> Resul
     Ok(())
 }
 
-pub async fn run(pool: &SqlitePool, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM sync_runs r WHERE r.id = ?1",
-        run_columns()
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?
-    .map(|r| record(&r))
-    .transpose()
-}
-
 pub async fn runs_by_id(pool: &SqlitePool, ids: &[RunId]) -> Result<Vec<RunRecord>, StoreError> {
     // The ids as one JSON array: a claim takes as many runs as a worker has free slots,
     // more than SQLite's bound parameters allow.
