@@ -101,6 +101,10 @@ impl Exchange<'_> {
             .map_err(|e| Error::from_reqwest(&e, timeout))?;
         let status = response.status();
         tracing::Span::current().record("status", status.as_u16());
+        if let Some(limiter) = self.limiter {
+            // Whatever the status, the server counted the request by now.
+            limiter.answered(sent_at);
+        }
         if status.is_success() {
             if let Some(limiter) = self.limiter {
                 limiter.record_latency(self.endpoint.label(), sent_at.elapsed());

@@ -104,7 +104,7 @@ impl Margin {
     /// come exactly then (2 s windows, 2 s sync calls): a wide margin, bounded by 1 s (no
     /// network jitters more), which the first measurement replaces at once. At 60 s windows
     /// the measurement comes long before any slot is reused, so it costs nothing.
-    fn warm_up(&self) -> Duration {
+    pub(super) fn warm_up(&self) -> Duration {
         self.cap().min(Duration::from_secs(1)).max(self.default)
     }
 

@@ -11,8 +11,14 @@
 //! turn, does what it must (a token refresh), and [`Permit::send`] stamps the slot at that
 //! moment. Each slot stays busy for `W` plus a margin measured from the spread of response
 //! latencies (see `margin.rs`), because the server stamps arrivals later than we send, by
-//! an amount that varies. Slots sent before any latency was measured (a limiter's first
-//! requests, which open fresh connections) are reused only after a wider margin.
+//! an amount that varies.
+//!
+//! An answer bounds its request's arrival exactly: the server counted the request before it
+//! answered, so a slot is never busy for longer than its answer plus `W` (and [`ANSWER_SLACK`]).
+//! That bound is what slots sent *cold* (before any latency was measured: a limiter's first
+//! requests, which open fresh connections, on a machine that may be at its busiest) are
+//! reused after once answered: the spread of latencies measured later says nothing about
+//! how late those reached the server. Unanswered, they keep a wider, cold margin.
 //!
 //! [`reserves`]: SlidingWindowLimiter::reserve
 
@@ -59,9 +65,16 @@ struct State {
 #[derive(Debug, Clone, Copy)]
 struct Stamp {
     at: Instant,
-    /// Sent before the margin was measured: reused after [`Margin::cold`], not the margin.
+    /// Sent before the margin was measured: reused after [`Margin::cold`] or, once
+    /// answered, after its answer (see the module documentation), not the margin.
     cold: bool,
+    /// When its answer (any status) came back: the server had counted it by then.
+    answered: Option<Instant>,
 }
+
+/// Added to an answer's bound on its request's arrival: the server's `<` versus `<=` and
+/// the timer's millisecond.
+pub const ANSWER_SLACK: Duration = Duration::from_millis(3);
 
 /// The turn to send one request, from [`SlidingWindowLimiter::reserve`]. Nothing is recorded
 /// until [`Permit::send`]; dropping the permit gives the turn back and costs no slot.
@@ -178,6 +191,21 @@ impl SlidingWindowLimiter {
         }
     }
 
+    /// The answer (any status) to the request sent at `sent_at` ([`Sent::at`]) came back now:
+    /// the server counted that request by now, which bounds how long its slot stays busy.
+    pub fn answered(&self, sent_at: Instant) {
+        let now = Instant::now();
+        let mut s = self.state();
+        if let Some(stamp) = s
+            .sent
+            .iter_mut()
+            .rev()
+            .find(|t| t.at == sent_at && t.answered.is_none())
+        {
+            stamp.answered = Some(now);
+        }
+    }
+
     /// Records the latency of a 2xx answer of `endpoint`, from [`Sent::at`] to its headers:
     /// the margin follows the spread of recent latencies (see [`SlidingWindowLimiter::new`]).
     pub fn record_latency(&self, endpoint: &'static str, latency: Duration) {
@@ -237,7 +265,11 @@ impl SlidingWindowLimiter {
         let mut t = free_from;
         for _ in 0..s.queued {
             t = earliest(&log, t, spans, n);
-            log.push(Stamp { at: t, cold: false });
+            log.push(Stamp {
+                at: t,
+                cold: false,
+                answered: None,
+            });
         }
         let ours = earliest(&log, start.max(t).max(free_from), spans, n);
         ours.saturating_duration_since(start)
@@ -255,24 +287,18 @@ impl SlidingWindowLimiter {
     }
 
     /// The margin whoever plans this client id's future slots (a shared budget) should keep
-    /// now: the cold margin while slots sent before the margin was measured are still in the
-    /// log (their reuse waits for it here), the margin in force after. A planner that kept
-    /// less would grant slots this limiter lets go only later than the grant's tolerance.
+    /// now: the widest any slot still busy here keeps (the margin in force; for a slot sent
+    /// cold, the cold margin until it is answered, then its answer's bound), so that a planner
+    /// never grants a slot this limiter lets go only later than the grant's tolerance.
     pub fn planning_margin(&self) -> Duration {
         let s = self.state();
         let now = Instant::now();
         let spans = s.spans(self.limit);
-        // Cold stamps come first: only those still busy count.
-        let cold_busy = s
-            .sent
+        s.sent
             .iter()
-            .take_while(|t| t.cold)
-            .any(|t| now.saturating_duration_since(t.at) < spans.cold);
-        if cold_busy {
-            s.margin.cold()
-        } else {
-            s.margin.current()
-        }
+            .filter(|t| spans.frees(t) > now)
+            .map(|t| spans.margin_of(t))
+            .fold(s.margin.current(), Duration::max)
     }
 
     /// Slots left in the current window (for progress displays).
@@ -280,11 +306,7 @@ impl SlidingWindowLimiter {
         let s = self.state();
         let now = Instant::now();
         let spans = s.spans(self.limit);
-        let busy = s
-            .sent
-            .iter()
-            .filter(|t| now.saturating_duration_since(t.at) < spans.of(t))
-            .count();
+        let busy = s.sent.iter().filter(|t| spans.frees(t) > now).count();
         (self.limit.requests as usize).saturating_sub(busy)
     }
 }
@@ -299,7 +321,11 @@ impl Permit<'_> {
         {
             let mut s = self.limiter.state();
             let cold = !s.margin.settled();
-            s.sent.push_back(Stamp { at, cold });
+            s.sent.push_back(Stamp {
+                at,
+                cold,
+                answered: None,
+            });
         }
         Sent {
             at,
@@ -313,7 +339,7 @@ impl State {
     /// can no longer count.
     fn wait(&mut self, now: Instant, limit: RateLimit) -> Option<Duration> {
         let spans = self.spans(limit);
-        // Keep what a wider margin could still count.
+        // Keep what a wider margin could still count, and what an answer keeps busy.
         let keep = limit.window
             + self
                 .margin
@@ -323,7 +349,7 @@ impl State {
         while self
             .sent
             .front()
-            .is_some_and(|t| now.saturating_duration_since(t.at) >= keep)
+            .is_some_and(|t| now.saturating_duration_since(t.at) >= keep && spans.frees(t) <= now)
         {
             self.sent.pop_front();
         }
@@ -338,48 +364,76 @@ impl State {
         (at > now).then(|| at - now)
     }
 
-    /// How long a slot stays busy now: `W` plus the margin, or plus the cold margin for a
-    /// slot sent before the margin was measured.
+    /// How long slots stay busy now.
     fn spans(&self, limit: RateLimit) -> Spans {
-        let warm = limit.window + self.margin.current();
+        let warm = self.margin.current();
+        let cold = warm.max(self.margin.cold());
         Spans {
+            window: limit.window,
             warm,
-            cold: warm.max(limit.window + self.margin.cold()),
+            cold,
+            answered_cold: (cold * 2).min(self.margin.warm_up()).max(cold),
         }
     }
 }
 
+/// The window and the margins slots keep now.
 #[derive(Debug, Clone, Copy)]
 struct Spans {
+    window: Duration,
     warm: Duration,
     cold: Duration,
+    /// The most an answered cold slot keeps: twice the cold margin (100 ms at a 1 s window),
+    /// at most the warm-up margin (1 s at 60 s). An answer that comes later than that says
+    /// more about the server's processing time (a 2 s sync call) than about when it counted
+    /// the request: nothing measured tells the two apart yet, and a slot kept for the whole
+    /// answer would cost every window of a short-window run whose calls take as long.
+    answered_cold: Duration,
 }
 
 impl Spans {
-    fn of(&self, stamp: &Stamp) -> Duration {
-        if stamp.cold { self.cold } else { self.warm }
+    /// When `stamp` stops counting: `W` and the margin after its send (the cold margin for
+    /// one sent cold); once answered, `W` and [`ANSWER_SLACK`] after its answer if that is
+    /// earlier. A cold send keeps its answer's bound even when that is the later one (up to
+    /// the warm-up margin): no margin was measured when it went.
+    fn frees(&self, stamp: &Stamp) -> Instant {
+        let by_answer = stamp
+            .answered
+            .map(|answer| later(answer, self.window + ANSWER_SLACK));
+        match (stamp.cold, by_answer) {
+            (false, by_answer) => {
+                let by_margin = later(stamp.at, self.window + self.warm);
+                by_answer.map_or(by_margin, |a| a.min(by_margin))
+            }
+            (true, None) => later(stamp.at, self.window + self.cold),
+            (true, Some(by_answer)) => {
+                by_answer.min(later(stamp.at, self.window + self.answered_cold))
+            }
+        }
+    }
+
+    /// The margin `stamp` keeps beyond the window after its send.
+    fn margin_of(&self, stamp: &Stamp) -> Duration {
+        self.frees(stamp)
+            .saturating_duration_since(stamp.at)
+            .saturating_sub(self.window)
     }
 }
 
-/// The earliest instant from `from` on at which fewer than `n` of `log` (in send order, none
-/// after `from`) are still busy: each stays busy for its span after it was sent.
+/// `at + d`, or a day after `at` if that does not fit the clock.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400))
+}
+
+/// The earliest instant from `from` on at which fewer than `n` of `log` (none sent after
+/// `from`) are still busy: the `n`-th latest release decides (releases are not in send
+/// order: answers and cold margins move them).
 fn earliest(log: &[Stamp], from: Instant, spans: Spans, n: usize) -> Instant {
     if log.len() < n {
         return from;
     }
-    // With one span for all, the n-th most recent send must have left the window.
-    if log.first().is_none_or(|t| !t.cold) {
-        let frees = log[log.len() - n]
-            .at
-            .checked_add(spans.warm)
-            .unwrap_or(from);
-        return from.max(frees);
-    }
-    // Cold sends come first and stay busy longer: the n-th latest release decides.
-    let mut frees: Vec<Instant> = log
-        .iter()
-        .map(|t| t.at.checked_add(spans.of(t)).unwrap_or(from))
-        .collect();
+    let mut frees: Vec<Instant> = log.iter().map(|t| spans.frees(t)).collect();
     let k = frees.len() - n;
     let (_, nth, _) = frees.select_nth_unstable(k);
     from.max(*nth)

@@ -57,6 +57,9 @@ struct World {
     server: Mutex<Server>,
     rng: Mutex<Rng>,
     jitter: Duration,
+    /// Requests sent before this instant reach the server this much later (a machine busy
+    /// at first, calm after): `(until, extra)`.
+    busy: Option<(Instant, Duration)>,
 }
 
 impl World {
@@ -64,10 +67,16 @@ impl World {
     async fn call(&self, endpoint: &'static str, processing: Duration) {
         loop {
             let sent = self.limiter.reserve().await.send().await;
-            let delay = self.rng.lock().unwrap().delay(self.jitter);
+            let mut delay = self.rng.lock().unwrap().delay(self.jitter);
+            if let Some((until, extra)) = self.busy
+                && sent.at < until
+            {
+                delay += extra;
+            }
             tokio::time::sleep(delay).await;
             let ok = self.server.lock().unwrap().arrive(Instant::now());
             tokio::time::sleep(processing).await;
+            self.limiter.answered(sent.at);
             if ok {
                 self.limiter.record_latency(endpoint, sent.at.elapsed());
                 return;
@@ -85,6 +94,17 @@ struct Run {
 }
 
 async fn full_sync(limit: RateLimit, jitter: Duration, seed: u64) -> Run {
+    full_sync_with(limit, jitter, seed, None, Duration::from_secs(2)).await
+}
+
+async fn full_sync_with(
+    limit: RateLimit,
+    jitter: Duration,
+    seed: u64,
+    busy: Option<(Duration, Duration)>,
+    sync_time: Duration,
+) -> Run {
+    let start = Instant::now();
     let world = Arc::new(World {
         limiter: SlidingWindowLimiter::new(limit),
         server: Mutex::new(Server {
@@ -94,8 +114,8 @@ async fn full_sync(limit: RateLimit, jitter: Duration, seed: u64) -> Run {
         }),
         rng: Mutex::new(Rng(seed)),
         jitter,
+        busy: busy.map(|(until, extra)| (start + until, extra)),
     });
-    let sync_time = Duration::from_secs(2);
     let t0 = Instant::now();
     world.call("list", Duration::from_millis(30)).await;
     let syncs: Vec<_> = (0..100)
@@ -136,10 +156,29 @@ async fn assert_full_syncs(window: Duration, within: f64) {
 
 #[tokio::test(start_paused = true)]
 async fn two_second_windows_with_40_ms_of_arrival_jitter_draw_no_429_near_the_floor() {
-    assert_full_syncs(Duration::from_secs(2), 0.03).await;
+    // Sync calls as long as the window: the first window's answers come back a window
+    // later, so its slots keep the longer bound of an answered cold slot (twice the cold
+    // margin), about 0.4% of the floor more than the cold margin alone (1.0285 before).
+    assert_full_syncs(Duration::from_secs(2), 0.035).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn sixty_second_windows_with_40_ms_of_arrival_jitter_draw_no_429_near_the_floor() {
     assert_full_syncs(Duration::from_secs(60), 0.01).await;
+}
+
+/// The failure a thousand-tenant bench showed: the listing and the first sync calls leave a
+/// machine at its busiest and reach the server late (here 80 ms, more than the 50 ms cold
+/// margin of a 1 s window); the next window leaves a calm one. The first window's latencies
+/// all share the delay, so their spread does not show it, but their answers bound it.
+#[tokio::test(start_paused = true)]
+async fn a_first_window_that_reached_the_server_late_draws_no_429() {
+    let limit = RateLimit::new(10, Duration::from_secs(1)).unwrap();
+    for seed in 1..=20 {
+        let busy = Some((Duration::from_millis(400), Duration::from_millis(80)));
+        // The simulator's sync time at time scale 60: 2 s / 60.
+        let sync_time = Duration::from_millis(33);
+        let run = full_sync_with(limit, Duration::from_millis(2), seed, busy, sync_time).await;
+        assert_eq!(run.rejected, 0, "seed {seed}: {} 429s", run.rejected);
+    }
 }

@@ -276,3 +276,74 @@ async fn the_first_window_of_a_limiter_is_reused_after_the_cold_margin() {
     l.acquire().await;
     assert_eq!(t0.elapsed(), 2060 * MS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_slot_once_answered_is_busy_until_its_answer_plus_the_window() {
+    // Ten per 1 s. The first ten go at once, cold; the machine is busy and their answers
+    // come back 90 ms later, more than the 50 ms cold margin: the server may have counted
+    // them that late, and the next window waits for that, not for the cold margin.
+    let l = SlidingWindowLimiter::new(RateLimit::new(10, 1000 * MS).unwrap());
+    let t0 = Instant::now();
+    let mut sent = Vec::new();
+    for _ in 0..10 {
+        sent.push(l.reserve().await.send().await);
+    }
+    tokio::time::advance(90 * MS).await;
+    for s in &sent {
+        l.answered(s.at);
+        l.record_latency("sync", 90 * MS);
+    }
+    assert_eq!(l.margin(), 10 * MS, "no spread among the ten: the floor");
+    assert_eq!(
+        l.planning_margin(),
+        90 * MS + ANSWER_SLACK,
+        "a planner keeps the answers' bound"
+    );
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1090 * MS + ANSWER_SLACK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answered_cold_slot_keeps_at_most_twice_the_cold_margin() {
+    // An answer 300 ms after a cold send at a 1 s window says more about the server's
+    // processing than about its arrival: the slot keeps twice the 50 ms cold margin.
+    let l = SlidingWindowLimiter::new(RateLimit::new(1, 1000 * MS).unwrap());
+    let t0 = Instant::now();
+    let first = l.reserve().await.send().await;
+    tokio::time::advance(300 * MS).await;
+    l.answered(first.at);
+    for _ in 0..8 {
+        l.record_latency("sync", 300 * MS);
+    }
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1100 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_slot_answered_early_is_reused_before_the_cold_margin() {
+    let l = SlidingWindowLimiter::new(RateLimit::new(1, 1000 * MS).unwrap());
+    let t0 = Instant::now();
+    let first = l.reserve().await.send().await;
+    tokio::time::advance(5 * MS).await;
+    l.answered(first.at);
+    // Not settled (no latency recorded): unanswered, it would wait for the warm-up margin.
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1005 * MS + ANSWER_SLACK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_slot_is_freed_by_its_answer_when_that_comes_before_the_margin() {
+    let l = SlidingWindowLimiter::with_margin(RateLimit::new(1, 1000 * MS).unwrap(), 100 * MS);
+    let t0 = Instant::now();
+    let first = l.reserve().await.send().await;
+    tokio::time::advance(20 * MS).await;
+    l.answered(first.at);
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1020 * MS + ANSWER_SLACK, "the answer's bound");
+    // Answered after the margin: the margin decides.
+    let second = Instant::now();
+    tokio::time::advance(300 * MS).await;
+    l.answered(second);
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1020 * MS + ANSWER_SLACK + 1100 * MS);
+}
