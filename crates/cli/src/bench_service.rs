@@ -272,6 +272,12 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
         // Polled every 10 ms: at 100 ms, the poll alone added up to a hundredth of the floor.
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    // What the shared budgets did (the workers record into the process's metrics, which the
+    // API serves): slots dropped late each cost a window of their run.
+    match budget_summary(&http, &api_url, &admin).await {
+        Ok(summary) => eprintln!("shared budgets: {summary}"),
+        Err(e) => eprintln!("no budget summary from /metrics: {e}"),
+    }
     stop.cancel();
     let latencies = load.await?;
     worker_task.join().await??;
@@ -338,6 +344,35 @@ pub async fn run(args: ServiceBenchArgs) -> anyhow::Result<ExitCode> {
     store.close().await;
     api_store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The budget counters of the bench's `/metrics`, summed over their labels but `reason`.
+async fn budget_summary(
+    http: &reqwest::Client,
+    api_url: &str,
+    admin: &str,
+) -> anyhow::Result<String> {
+    let text = http
+        .get(format!("{api_url}/metrics"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let sum = |prefix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b) as u64
+    };
+    Ok(format!(
+        "{} grants, {} conflicts, slots dropped late {}, dropped held {}",
+        sum("adsync_budget_grants_total"),
+        sum("adsync_budget_grant_conflicts_total"),
+        sum("adsync_budget_slots_dropped_total{reason=\"late\"}"),
+        sum("adsync_budget_slots_dropped_total{reason=\"held\"}"),
+    ))
 }
 
 /// Whether any of `runs` is still queued or running.
