@@ -104,11 +104,11 @@ impl Exchange<'_> {
         if let Some(limiter) = self.limiter {
             // Whatever the status, the server counted the request by now.
             limiter.answered(sent_at);
-        }
-        if status.is_success() {
-            if let Some(limiter) = self.limiter {
+            if status.is_success() {
                 limiter.record_latency(self.endpoint.label(), sent_at.elapsed());
             }
+        }
+        if status.is_success() {
             let body = read_capped(response, self.endpoint, self.bounds.max_body, timeout).await?;
             return decode(&body, self.endpoint);
         }

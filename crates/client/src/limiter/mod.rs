@@ -296,8 +296,14 @@ impl SlidingWindowLimiter {
         let spans = s.spans(self.limit);
         s.sent
             .iter()
-            .filter(|t| spans.frees(t) > now)
-            .map(|t| spans.margin_of(t))
+            .filter_map(|t| {
+                let frees = spans.frees(t);
+                (frees > now).then(|| {
+                    frees
+                        .saturating_duration_since(t.at)
+                        .saturating_sub(self.limit.window)
+                })
+            })
             .fold(s.margin.current(), Duration::max)
     }
 
@@ -339,7 +345,9 @@ impl State {
     /// can no longer count.
     fn wait(&mut self, now: Instant, limit: RateLimit) -> Option<Duration> {
         let spans = self.spans(limit);
-        // Keep what a wider margin could still count, and what an answer keeps busy.
+        // Keep what a wider margin could still count (no slot stays busy longer: an answer
+        // only shortens a warm slot, and an answered cold one keeps at most the warm-up
+        // margin).
         let keep = limit.window
             + self
                 .margin
@@ -349,7 +357,7 @@ impl State {
         while self
             .sent
             .front()
-            .is_some_and(|t| now.saturating_duration_since(t.at) >= keep && spans.frees(t) <= now)
+            .is_some_and(|t| now.saturating_duration_since(t.at) >= keep)
         {
             self.sent.pop_front();
         }
@@ -397,33 +405,23 @@ impl Spans {
     /// earlier. A cold send keeps its answer's bound even when that is the later one (up to
     /// the warm-up margin): no margin was measured when it went.
     fn frees(&self, stamp: &Stamp) -> Instant {
-        let by_answer = stamp
-            .answered
-            .map(|answer| later(answer, self.window + ANSWER_SLACK));
-        match (stamp.cold, by_answer) {
-            (false, by_answer) => {
-                let by_margin = later(stamp.at, self.window + self.warm);
-                by_answer.map_or(by_margin, |a| a.min(by_margin))
-            }
-            (true, None) => later(stamp.at, self.window + self.cold),
-            (true, Some(by_answer)) => {
-                by_answer.min(later(stamp.at, self.window + self.answered_cold))
-            }
-        }
-    }
-
-    /// The margin `stamp` keeps beyond the window after its send.
-    fn margin_of(&self, stamp: &Stamp) -> Duration {
-        self.frees(stamp)
-            .saturating_duration_since(stamp.at)
-            .saturating_sub(self.window)
+        let margin = match (stamp.cold, stamp.answered) {
+            (false, _) => self.warm,
+            (true, None) => self.cold,
+            (true, Some(_)) => self.answered_cold,
+        };
+        let by_margin = later(stamp.at, self.window + margin);
+        stamp.answered.map_or(by_margin, |answer| {
+            by_margin.min(later(answer, self.window + ANSWER_SLACK))
+        })
     }
 }
 
-/// `at + d`, or a day after `at` if that does not fit the clock.
+/// `at + d`, or as far as the clock goes (a day, else `at`) if that does not fit.
 fn later(at: Instant, d: Duration) -> Instant {
     at.checked_add(d)
-        .unwrap_or_else(|| at + Duration::from_secs(86_400))
+        .or_else(|| at.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(at)
 }
 
 /// The earliest instant from `from` on at which fewer than `n` of `log` (none sent after
