@@ -145,6 +145,9 @@ fn one_line_advice(e: &SyncError) -> String {
             "{e}; check --api-url (or AD_PLATFORM_API_URL) and that the platform is up, then run again"
         ),
         SyncError::Store(s) => format!("{s}; check --database-url (or DATABASE_URL)"),
+        SyncError::Platform(C::InvalidCredentials { .. }) => {
+            format!("{e}; {}", adsync_sync::CLI_CREDENTIALS)
+        }
         _ => e.to_string(),
     }
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// `POST /auth/token` answered 401: the e-mail or password is wrong. Never retried.
-    #[error(
-        "the ad platform rejected the credentials ({message}); check AD_PLATFORM_EMAIL and AD_PLATFORM_PASSWORD"
-    )]
+    #[error("the ad platform rejected the credentials ({message})")]
     InvalidCredentials {
         /// The server's message.
         message: String,

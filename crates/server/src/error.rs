@@ -83,7 +83,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such endpoint; the reference is at /api/v1/docs",
+            "no such endpoint, or not one this key may use (a tenant key sees only its tenant's resources); the reference is at /api/v1/docs",
         )
     }
 

@@ -603,6 +603,7 @@ impl Worker {
                     .get_or_init(|| SyncRecorder::spawn(self.service.store.clone()))
                     .clone(),
             ),
+            resumer: adsync_sync::Resumer::Service,
             ..SyncConfig::default()
         };
         Ok(SyncEngine::new(client, self.service.store.clone(), sync))

@@ -1,6 +1,7 @@
 //! Workers end to end against the simulator, on both databases: a queued run is synced by a
 //! worker; two tenants sharing a client id on two workers draw no 429; a worker shutting down
-//! hands its run to another, which resumes it without syncing a campaign twice.
+//! hands its run to another, which resumes it without syncing a campaign twice; a run refused
+//! by the platform or deleted with its tenant ends with what a service's user needs to know.
 
 #[macro_use]
 mod common;
@@ -22,6 +23,8 @@ on_both_databases!(
     an_idle_worker_claims_a_queued_run_before_its_next_poll_on_postgres,
     two_tenants_sharing_a_client_id_on_two_workers_draw_no_429,
     a_worker_that_shuts_down_hands_its_run_to_another,
+    wrong_credentials_fail_the_run_with_how_to_set_them_through_the_api,
+    a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes_on,
 );
 
 async fn sim(campaigns: usize, profile: Profile) -> Simulator {
@@ -236,6 +239,10 @@ async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {
     within_deadline(ha).await.unwrap().unwrap();
     let handed = store.run(run).await.unwrap();
     assert_eq!(handed.status, RunStatus::Queued, "{handed:?}");
+    // The service resumes it, not a person with the CLI: the message says so.
+    let said = handed.error.clone().unwrap_or_default();
+    assert!(said.contains("requeued"), "{said}");
+    assert!(!said.contains("adsync sync"), "{said}");
     let synced_by_a = sim.stats().syncs.len();
     assert!(synced_by_a < 100);
     let stop_b = CancellationToken::new();
@@ -291,4 +298,100 @@ async fn an_idle_worker_claims_a_queued_run_before_its_next_poll_on_postgres(sto
     stop.cancel();
     within_deadline(handle).await.unwrap().unwrap();
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+}
+
+async fn wrong_credentials_fail_the_run_with_how_to_set_them_through_the_api(store: Store) {
+    let sim = sim(10, Profile::Calm).await;
+    let s = service(&store, keyring()).await;
+    let rate = sim.config().effective_rate_limit().to_string();
+    let t = s
+        .tenants
+        .create(
+            adsync_service::tenants::NewTenant {
+                name: "wrong".into(),
+                api_url: sim.url(),
+                client_id: None,
+                rate_limit: Some(rate),
+                page_size: Some(100),
+                schedule: None,
+                time_zone: None,
+                paused: false,
+                credentials: adsync_service::vault::Credentials::new(
+                    adsync_sim::REFERENCE_EMAIL,
+                    secrecy::SecretString::from(PASSWORD),
+                ),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let run = enqueue(&s, &t).await;
+    let stop = CancellationToken::new();
+    let w = worker(&s, "w1");
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { w.run(stop).await }
+    });
+    let done = until_final(&store, run).await;
+    stop.cancel();
+    within_deadline(handle).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Failed, "{done:?}");
+    let said = done.error.unwrap_or_default();
+    assert!(said.contains("rejected the credentials"), "{said}");
+    // A tenant's credentials are set through the API, not the CLI's environment.
+    assert!(
+        said.contains(&format!("PATCH /api/v1/tenants/{}", t.id)),
+        "{said}"
+    );
+    assert!(!said.contains("AD_PLATFORM"), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert_eq!(sim.stats().syncs.len(), 0);
+}
+
+async fn a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes_on(store: Store) {
+    let sim = sim(100, Profile::Calm).await;
+    let s = service(&store, keyring()).await;
+    let rate = sim.config().effective_rate_limit().to_string();
+    let doomed = tenant(&s, "doomed", &sim.url(), None, &rate, None).await;
+    let run = enqueue(&s, &doomed).await;
+    let stop = CancellationToken::new();
+    let w = worker(&s, "w1");
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { w.run(stop).await }
+    });
+    within_deadline(async {
+        while sim.stats().syncs.len() < 10 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    s.tenants.delete(&doomed.id, None).await.unwrap();
+    assert!(
+        store.run(run).await.is_err(),
+        "the run went with its tenant"
+    );
+    // Its calls stop: the next write of the run is refused, which stops it (calls already
+    // sent may still be answered, and a window of them may be waiting for their slot).
+    let settled = within_deadline(async {
+        let mut last = sim.stats().syncs.len();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = sim.stats().syncs.len();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await;
+    assert!(settled < 100, "the deleted tenant's run synced everything");
+    // The worker is still fine: another tenant's run goes through.
+    let next = tenant(&s, "next", &sim.url(), None, &rate, None).await;
+    let next_run = enqueue(&s, &next).await;
+    let done = until_final(&store, next_run).await;
+    stop.cancel();
+    within_deadline(handle).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(store.campaign_count(&next.id).await.unwrap(), 100);
 }

@@ -71,6 +71,8 @@ pub struct SyncConfig {
     /// Records sync successes together with the other runs of a process (a worker); `None`:
     /// each batch is its own statement (one run per process).
     pub recorder: Option<crate::SyncRecorder>,
+    /// Who resumes the run if it stops early: what the message it records advises.
+    pub resumer: crate::Resumer,
 }
 
 impl Default for SyncConfig {
@@ -90,6 +92,7 @@ impl Default for SyncConfig {
             page_permits: None,
             store_permits: None,
             recorder: None,
+            resumer: crate::Resumer::Cli,
         }
     }
 }
@@ -371,15 +374,16 @@ impl SyncEngine {
         duration: Duration,
         resumed: bool,
     ) -> Result<RunReport, SyncError> {
+        let resumer = self.config.resumer;
         let (ending, error) = match &outcome {
             Ok(()) => (RunEnding::Finished, None),
             Err(Stop::Cancelled) => (
                 RunEnding::Stopped(StopReason::Cancelled),
-                Some("interrupted; run adsync sync again to resume".to_owned()),
+                Some(resumer.interrupted()),
             ),
             Err(Stop::PlatformDown(e)) => (
                 RunEnding::Stopped(StopReason::PlatformDown),
-                Some(format!("{e}; run adsync sync again later to resume")),
+                Some(resumer.platform_down(e)),
             ),
             Err(Stop::Unreachable(e)) => (
                 RunEnding::Stopped(StopReason::PlatformDown),
@@ -387,9 +391,7 @@ impl SyncEngine {
             ),
             Err(Stop::Store(e)) => (
                 RunEnding::Stopped(StopReason::DatabaseDown),
-                Some(format!(
-                    "{e}; nothing stored was lost, run adsync sync again to resume"
-                )),
+                Some(resumer.store_down(e)),
             ),
             Err(Stop::LeaseLost) => (
                 RunEnding::Stopped(StopReason::LeaseLost),
@@ -398,7 +400,10 @@ impl SyncEngine {
                         .to_owned(),
                 ),
             ),
-            Err(Stop::Fatal(e)) => (RunEnding::Failed, Some(e.to_string())),
+            Err(Stop::Fatal(e)) => (
+                RunEnding::Failed,
+                Some(resumer.failed(&self.config.tenant, e)),
+            ),
         };
         let cursor = self.progress.cursor().unwrap_or(run.cursor);
         let error = error.or_else(|| {
@@ -444,10 +449,17 @@ impl SyncEngine {
                 },
                 Outcome::LeaseLost,
             ),
+            Err(StoreError::NotFound(_)) if ending == RunEnding::Stopped(StopReason::LeaseLost) => {
+                deleted_while_running(run)
+            }
             Err(e @ StoreError::LeaseLost { .. }) => {
-                // Taken over between the last write and the end: the new owner records it.
-                tracing::error!(error = %e, "lost the run's lease before recording its end");
-                (run.clone(), Outcome::LeaseLost)
+                if let Err(StoreError::NotFound(_)) = self.store.run(run.id).await {
+                    deleted_while_running(run)
+                } else {
+                    // Taken over between the last write and the end: the new owner records it.
+                    tracing::error!(error = %e, "lost the run's lease before recording its end");
+                    (run.clone(), Outcome::LeaseLost)
+                }
             }
             Err(e) => {
                 // The database is what failed: the run stays `running`, and the next
@@ -586,4 +598,21 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The end of a run whose row is gone: its tenant was deleted while it ran (a tenant's delete
+/// takes its runs with it), so every write since was refused and there is nothing to record.
+fn deleted_while_running(run: &RunRecord) -> (RunRecord, Outcome) {
+    tracing::info!(
+        run = run.id,
+        tenant = %run.tenant_id,
+        "the run was deleted while it ran (with its tenant); stopped without writing"
+    );
+    (
+        RunRecord {
+            status: RunStatus::Interrupted,
+            ..run.clone()
+        },
+        Outcome::LeaseLost,
+    )
 }

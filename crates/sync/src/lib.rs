@@ -16,6 +16,7 @@ mod pager;
 mod progress;
 mod recorder;
 mod report;
+mod resumer;
 mod retry;
 mod syncing;
 
@@ -26,4 +27,5 @@ pub use pager::{PageVerdict, Pager, PagerLimits};
 pub use progress::{Progress, ProgressSnapshot};
 pub use recorder::SyncRecorder;
 pub use report::{Outcome, RunReport, floor_for};
+pub use resumer::{CLI_CREDENTIALS, Resumer};
 pub use retry::{RetryOutcome, retry_dead_letters};
