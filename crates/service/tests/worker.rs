@@ -25,6 +25,7 @@ on_both_databases!(
     a_worker_that_shuts_down_hands_its_run_to_another,
     wrong_credentials_fail_the_run_with_how_to_set_them_through_the_api,
     a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes_on,
+    a_rate_limit_set_above_the_platforms_draws_429s_in_two_windows_not_in_every_one,
 );
 
 async fn sim(campaigns: usize, profile: Profile) -> Simulator {
@@ -394,4 +395,34 @@ async fn a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes
     within_deadline(handle).await.unwrap().unwrap();
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(store.campaign_count(&next.id).await.unwrap(), 100);
+}
+
+async fn a_rate_limit_set_above_the_platforms_draws_429s_in_two_windows_not_in_every_one(
+    store: Store,
+) {
+    let sim = sim(100, Profile::Calm).await;
+    let s = service(&store, keyring()).await;
+    let platform = sim.config().effective_rate_limit();
+    // Half as much again as the platform allows, over the same window.
+    let wrong = format!(
+        "{}/{}ms",
+        platform.requests * 3 / 2,
+        platform.window.as_millis()
+    );
+    let t = tenant(&s, "optimist", &sim.url(), None, &wrong, None).await;
+    let run = enqueue(&s, &t).await;
+    let stop = CancellationToken::new();
+    let w = worker(&s, "w1");
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { w.run(stop).await }
+    });
+    let done = until_final(&store, run).await;
+    stop.cancel();
+    within_deadline(handle).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
+    assert_eq!(store.campaign_count(&t.id).await.unwrap(), 100);
+    // Without learning the platform's limit, every window of the run drew five (46 in all).
+    let refused = sim.stats().rate_limited;
+    assert!(refused <= 12, "{refused} 429s");
 }

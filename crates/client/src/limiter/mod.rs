@@ -20,8 +20,13 @@
 //! reused after once answered: the spread of latencies measured later says nothing about
 //! how late those reached the server. Unanswered, they keep a wider, cold margin.
 //!
+//! A limit set higher than the platform's is learned (see `learned.rs`): after two unexpected
+//! 429 events that each come when the server had never accepted `N` of our requests in one
+//! window, the limiter paces at the most it ever accepted.
+//!
 //! [`reserves`]: SlidingWindowLimiter::reserve
 
+mod learned;
 mod margin;
 #[cfg(test)]
 mod server_model;
@@ -59,6 +64,8 @@ struct State {
     margin: Margin,
     /// Requests waiting for their turn or holding a permit.
     queued: usize,
+    /// What the platform's 429s showed of its real limit.
+    learned: learned::Learned,
 }
 
 /// One recorded send.
@@ -70,6 +77,8 @@ struct Stamp {
     cold: bool,
     /// When its answer (any status) came back: the server had counted it by then.
     answered: Option<Instant>,
+    /// Its answer was a 429.
+    refused: bool,
 }
 
 /// Added to an answer's bound on its request's arrival: the server's `<` versus `<=` and
@@ -127,6 +136,7 @@ impl SlidingWindowLimiter {
                 hold_until: None,
                 margin: Margin::new(limit.window, fixed, Self::default_margin(limit)),
                 queued: 0,
+                learned: learned::Learned::default(),
             }),
             turn: tokio::sync::Mutex::new(()),
             changed: Notify::new(),
@@ -191,9 +201,10 @@ impl SlidingWindowLimiter {
         }
     }
 
-    /// The answer (any status) to the request sent at `sent_at` ([`Sent::at`]) came back now:
-    /// the server counted that request by now, which bounds how long its slot stays busy.
-    pub fn answered(&self, sent_at: Instant) {
+    /// The answer to the request sent at `sent_at` ([`Sent::at`]) came back now, a 429 if
+    /// `refused`: the server counted that request by now, which bounds how long its slot stays
+    /// busy, and an accepted one tells how many the server accepts in a window.
+    pub fn answered(&self, sent_at: Instant, refused: bool) {
         let now = Instant::now();
         let mut s = self.state();
         if let Some(stamp) = s
@@ -203,7 +214,10 @@ impl SlidingWindowLimiter {
             .find(|t| t.at == sent_at && t.answered.is_none())
         {
             stamp.answered = Some(now);
+            stamp.refused = refused;
         }
+        let State { sent, learned, .. } = &mut *s;
+        learned.answered(sent, self.limit.window);
     }
 
     /// Records the latency of a 2xx answer of `endpoint`, from [`Sent::at`] to its headers:
@@ -241,6 +255,16 @@ impl SlidingWindowLimiter {
         if s.margin.last_widening.is_some_and(|w| sent_at <= w) {
             return;
         }
+        if let Some(n) = s.learned.refused(self.limit) {
+            metrics::counter!("adsync_rate_limit_lowered_total").increment(1);
+            tracing::warn!(
+                configured = self.limit.requests,
+                pacing_at = n,
+                window_s = self.limit.window.as_secs_f64(),
+                "the platform refuses more than it accepted in a window: pacing at the lower limit \
+                 from now on; set the tenant's rate limit to what the platform allows"
+            );
+        }
         if let Some(widened) = s.margin.widen(now) {
             tracing::warn!(
                 margin_ms = widened.as_secs_f64() * 1e3,
@@ -259,7 +283,7 @@ impl SlidingWindowLimiter {
         };
         let s = self.state();
         let spans = s.spans(self.limit);
-        let n = self.limit.requests as usize;
+        let n = s.learned.requests(self.limit);
         let free_from = s.hold_until.map_or(now, |h| h.max(now));
         let mut log: Vec<Stamp> = s.sent.iter().copied().collect();
         let mut t = free_from;
@@ -269,6 +293,7 @@ impl SlidingWindowLimiter {
                 at: t,
                 cold: false,
                 answered: None,
+                refused: false,
             });
         }
         let ours = earliest(&log, start.max(t).max(free_from), spans, n);
@@ -313,7 +338,7 @@ impl SlidingWindowLimiter {
         let now = Instant::now();
         let spans = s.spans(self.limit);
         let busy = s.sent.iter().filter(|t| spans.frees(t) > now).count();
-        (self.limit.requests as usize).saturating_sub(busy)
+        s.learned.requests(self.limit).saturating_sub(busy)
     }
 }
 
@@ -331,6 +356,7 @@ impl Permit<'_> {
                 at,
                 cold,
                 answered: None,
+                refused: false,
             });
         }
         Sent {
@@ -367,8 +393,9 @@ impl State {
             }
             self.hold_until = None;
         }
+        let n = self.learned.requests(limit);
         let log = self.sent.make_contiguous();
-        let at = earliest(log, now, spans, limit.requests as usize);
+        let at = earliest(log, now, spans, n);
         (at > now).then(|| at - now)
     }
 

@@ -76,7 +76,7 @@ impl World {
             tokio::time::sleep(delay).await;
             let ok = self.server.lock().unwrap().arrive(Instant::now());
             tokio::time::sleep(processing).await;
-            self.limiter.answered(sent.at);
+            self.limiter.answered(sent.at, !ok);
             if ok {
                 self.limiter.record_latency(endpoint, sent.at.elapsed());
                 return;
@@ -94,11 +94,13 @@ struct Run {
 }
 
 async fn full_sync(limit: RateLimit, jitter: Duration, seed: u64) -> Run {
-    full_sync_with(limit, jitter, seed, None, Duration::from_secs(2)).await
+    full_sync_with(limit, limit, jitter, seed, None, Duration::from_secs(2)).await
 }
 
+/// A full sync by a limiter configured for `limit` against a server that enforces `server`.
 async fn full_sync_with(
     limit: RateLimit,
+    server: RateLimit,
     jitter: Duration,
     seed: u64,
     busy: Option<(Duration, Duration)>,
@@ -108,7 +110,7 @@ async fn full_sync_with(
     let world = Arc::new(World {
         limiter: SlidingWindowLimiter::new(limit),
         server: Mutex::new(Server {
-            limit,
+            limit: server,
             accepted: Vec::new(),
             rejected: 0,
         }),
@@ -178,7 +180,48 @@ async fn a_first_window_that_reached_the_server_late_draws_no_429() {
         let busy = Some((Duration::from_millis(400), Duration::from_millis(80)));
         // The simulator's sync time at time scale 60: 2 s / 60.
         let sync_time = Duration::from_millis(33);
-        let run = full_sync_with(limit, Duration::from_millis(2), seed, busy, sync_time).await;
+        let run = full_sync_with(
+            limit,
+            limit,
+            Duration::from_millis(2),
+            seed,
+            busy,
+            sync_time,
+        )
+        .await;
         assert_eq!(run.rejected, 0, "seed {seed}: {} 429s", run.rejected);
+    }
+}
+
+/// A tenant configured for 15 a window against a platform that allows 10: the first two
+/// windows draw their 429s (five each), the second lowers the limiter to the ten the server
+/// accepted, and the rest of the run draws none (without learning: five in every window).
+#[tokio::test(start_paused = true)]
+async fn a_limit_set_above_the_platforms_is_learned_after_two_windows_of_429s() {
+    let window = Duration::from_secs(60);
+    let ours = RateLimit::new(15, window).unwrap();
+    let platform = RateLimit::new(10, window).unwrap();
+    for seed in 1..=5 {
+        let run = full_sync_with(
+            ours,
+            platform,
+            Duration::from_millis(40),
+            seed,
+            None,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert!(
+            run.rejected <= 10,
+            "seed {seed}: {} 429s; the limit was not learned",
+            run.rejected
+        );
+        // Ten windows of ten after the two that taught it, each a window and margins apart.
+        let floor = platform.floor(101, Duration::from_secs(2));
+        assert!(
+            run.elapsed <= floor + window * 2,
+            "seed {seed}: {:?} against the platform's floor {floor:?}",
+            run.elapsed
+        );
     }
 }

@@ -290,7 +290,7 @@ async fn a_cold_slot_once_answered_is_busy_until_its_answer_plus_the_window() {
     }
     tokio::time::advance(90 * MS).await;
     for s in &sent {
-        l.answered(s.at);
+        l.answered(s.at, false);
         l.record_latency("sync", 90 * MS);
     }
     assert_eq!(l.margin(), 10 * MS, "no spread among the ten: the floor");
@@ -311,7 +311,7 @@ async fn an_answered_cold_slot_keeps_at_most_twice_the_cold_margin() {
     let t0 = Instant::now();
     let first = l.reserve().await.send().await;
     tokio::time::advance(300 * MS).await;
-    l.answered(first.at);
+    l.answered(first.at, false);
     for _ in 0..8 {
         l.record_latency("sync", 300 * MS);
     }
@@ -325,7 +325,7 @@ async fn a_cold_slot_answered_early_is_reused_before_the_cold_margin() {
     let t0 = Instant::now();
     let first = l.reserve().await.send().await;
     tokio::time::advance(5 * MS).await;
-    l.answered(first.at);
+    l.answered(first.at, false);
     // Not settled (no latency recorded): unanswered, it would wait for the warm-up margin.
     l.acquire().await;
     assert_eq!(t0.elapsed(), 1005 * MS + ANSWER_SLACK);
@@ -337,13 +337,13 @@ async fn a_warm_slot_is_freed_by_its_answer_when_that_comes_before_the_margin() 
     let t0 = Instant::now();
     let first = l.reserve().await.send().await;
     tokio::time::advance(20 * MS).await;
-    l.answered(first.at);
+    l.answered(first.at, false);
     l.acquire().await;
     assert_eq!(t0.elapsed(), 1020 * MS + ANSWER_SLACK, "the answer's bound");
     // Answered after the margin: the margin decides.
     let second = Instant::now();
     tokio::time::advance(300 * MS).await;
-    l.answered(second);
+    l.answered(second, false);
     l.acquire().await;
     assert_eq!(t0.elapsed(), 1020 * MS + ANSWER_SLACK + 1100 * MS);
 }

@@ -1,0 +1,176 @@
+//! A limit lower than the configured one, learned from the platform's 429s.
+//!
+//! A tenant whose `rate_limit` says more than its platform allows would otherwise draw 429s
+//! in every window for the whole run: the limiter holds after each one and widens its margin,
+//! but keeps sending `N` a window. What the platform accepts tells its real limit: the most of
+//! our requests it accepted within one window (by their send stamps, counted only over
+//! windows whose every request was answered). An unexpected 429 (the first of its event: one
+//! the limiter did not see coming) that comes while that most is below `N` is a sign; the
+//! second sign lowers `N` to it. One sign alone can be a request that reached the server late
+//! or another user of the client id for a moment; a 429 after `N` were accepted in a window is
+//! a margin matter, which the margin handles. Once lowered, each further unexpected 429 lowers
+//! it by one more (the send stamps of a burst can span less than the arrivals did). It is
+//! never raised again in the limiter's life: the configured limit is wrong, and the warning
+//! says to fix it.
+
+use std::{collections::VecDeque, time::Duration};
+
+use adsync_domain::RateLimit;
+
+use super::Stamp;
+
+#[derive(Debug, Default)]
+pub(super) struct Learned {
+    /// The most of our requests the server accepted within one window.
+    most_accepted: usize,
+    /// An unexpected 429 already came while `most_accepted` was below the limit.
+    suspect: bool,
+    /// The limit learned, when lower than the configured one.
+    requests: Option<usize>,
+}
+
+impl Learned {
+    /// The limit in force: the configured one, or the one learned.
+    pub(super) fn requests(&self, limit: RateLimit) -> usize {
+        let configured = limit.requests as usize;
+        self.requests.map_or(configured, |n| n.min(configured))
+    }
+
+    /// An answer came: counts the accepted requests of every window of the log (by send
+    /// stamps, ascending) whose requests were all answered. Linear in the log, which holds
+    /// about `N` sends.
+    pub(super) fn answered(&mut self, sent: &VecDeque<Stamp>, window: Duration) {
+        let (mut end, mut accepted, mut unanswered) = (0usize, 0usize, 0usize);
+        for first in sent {
+            while let Some(t) = sent.get(end)
+                && t.at.saturating_duration_since(first.at) < window
+            {
+                match t.answered {
+                    None => unanswered += 1,
+                    Some(_) if !t.refused => accepted += 1,
+                    Some(_) => {}
+                }
+                end += 1;
+            }
+            if unanswered == 0 {
+                self.most_accepted = self.most_accepted.max(accepted);
+            }
+            match first.answered {
+                None => unanswered -= 1,
+                Some(_) if !first.refused => accepted -= 1,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// An unexpected 429 (the first of its event). Returns the limit learned if it changed.
+    pub(super) fn refused(&mut self, limit: RateLimit) -> Option<usize> {
+        let n = self.requests(limit);
+        let seen = self.most_accepted;
+        let lowered = if self.requests.is_some() {
+            n.saturating_sub(1).min(seen.max(1))
+        } else if seen > 0 && seen < n {
+            if !self.suspect {
+                self.suspect = true;
+                return None;
+            }
+            seen
+        } else {
+            return None;
+        };
+        let lowered = lowered.max(1);
+        (lowered < n).then(|| {
+            self.requests = Some(lowered);
+            lowered
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+
+    fn stamp(at: Instant, answered: bool, refused: bool) -> Stamp {
+        Stamp {
+            at,
+            cold: false,
+            answered: answered.then_some(at),
+            refused,
+        }
+    }
+
+    fn limit(n: u32) -> RateLimit {
+        RateLimit::new(n, Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn counts_only_windows_whose_requests_were_all_answered() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut learned = Learned::default();
+        // A burst of 15: ten accepted, four refused, one not answered yet.
+        let mut sent: VecDeque<Stamp> = (0..15)
+            .map(|i| stamp(t + ms(i), i != 14, (10..14).contains(&i)))
+            .collect();
+        learned.answered(&sent, Duration::from_secs(1));
+        // The windows holding the unanswered one do not count; the others hold at most ten.
+        assert_eq!(learned.most_accepted, 0);
+        sent[14].answered = Some(t + ms(50));
+        sent[14].refused = true;
+        learned.answered(&sent, Duration::from_secs(1));
+        assert_eq!(learned.most_accepted, 10);
+        // A later window of three does not lower the most.
+        sent.extend((0..3).map(|i| stamp(t + ms(2_000 + i), true, false)));
+        learned.answered(&sent, Duration::from_secs(1));
+        assert_eq!(learned.most_accepted, 10);
+    }
+
+    #[test]
+    fn the_second_sign_lowers_the_limit_to_what_was_accepted_then_each_429_by_one() {
+        let mut learned = Learned {
+            most_accepted: 10,
+            ..Learned::default()
+        };
+        assert_eq!(learned.refused(limit(15)), None, "one sign is not enough");
+        assert_eq!(learned.requests(limit(15)), 15);
+        assert_eq!(learned.refused(limit(15)), Some(10));
+        assert_eq!(learned.requests(limit(15)), 10);
+        assert_eq!(learned.refused(limit(15)), Some(9));
+        assert_eq!(learned.requests(limit(15)), 9);
+    }
+
+    #[test]
+    fn a_429_after_the_full_limit_was_accepted_is_not_a_sign() {
+        let mut learned = Learned {
+            most_accepted: 10,
+            ..Learned::default()
+        };
+        for _ in 0..5 {
+            assert_eq!(learned.refused(limit(10)), None);
+        }
+        assert_eq!(learned.requests(limit(10)), 10);
+    }
+
+    #[test]
+    fn nothing_is_learned_before_any_window_was_answered_in_full() {
+        let mut learned = Learned::default();
+        for _ in 0..3 {
+            assert_eq!(learned.refused(limit(10)), None);
+        }
+        assert_eq!(learned.requests(limit(10)), 10);
+    }
+
+    #[test]
+    fn the_limit_never_goes_below_one() {
+        let mut learned = Learned {
+            most_accepted: 1,
+            ..Learned::default()
+        };
+        learned.refused(limit(10));
+        assert_eq!(learned.refused(limit(10)), Some(1));
+        assert_eq!(learned.refused(limit(10)), None);
+        assert_eq!(learned.requests(limit(10)), 1);
+    }
+}
