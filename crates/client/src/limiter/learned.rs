@@ -2,20 +2,22 @@
 //!
 //! A tenant whose `rate_limit` says more than its platform allows would otherwise draw 429s
 //! in every window for the whole run: the limiter holds after each one and widens its margin,
-//! but keeps sending `N` a window. What the platform accepts tells its real limit: the most of
-//! our requests it accepted within one window (by their send stamps, counted only over
-//! windows whose every request was answered). An unexpected 429 (the first of its event: one
-//! the limiter did not see coming) that comes while that most is below `N` is a sign; the
-//! second sign lowers `N` to it. One sign alone can be a request that reached the server late
-//! or another user of the client id for a moment; a 429 after `N` were accepted in a window is
-//! a margin matter, which the margin handles. Once lowered, each further unexpected 429 lowers
-//! it by one more (the send stamps of a burst can span less than the arrivals did). It is
-//! never raised again in the limiter's life: the configured limit is wrong, and the warning
-//! says to fix it.
+//! but keeps sending `N` a window. What the platform accepts tells its real limit. Windows are
+//! counted by send stamps, and only once they are over (no later send can fall in) and every
+//! request in them was answered: the most accepted in one, and the most accepted in one that
+//! also held a refused request. When the two are equal and below `N` (the server refused
+//! after accepting that many, and never accepted more), the next unexpected 429 (the first of
+//! its event) is the second sign, and the limiter paces at that many from then on. One sign
+//! alone can be a request that reached the server late, or another user of the client id for
+//! a moment; a 429 after `N` were accepted in a window is a margin matter, which the margin
+//! handles. Once lowered, each further unexpected 429 lowers it by one more (the send stamps
+//! of a burst can span less than the arrivals did). It is never raised again in the limiter's
+//! life: the configured limit is wrong, and the warning says to fix it.
 
 use std::{collections::VecDeque, time::Duration};
 
 use adsync_domain::RateLimit;
+use tokio::time::Instant;
 
 use super::Stamp;
 
@@ -23,8 +25,8 @@ use super::Stamp;
 pub(super) struct Learned {
     /// The most of our requests the server accepted within one window.
     most_accepted: usize,
-    /// An unexpected 429 already came while `most_accepted` was below the limit.
-    suspect: bool,
+    /// The most it accepted within one window that also held a refused one.
+    most_before_refusing: Option<usize>,
     /// The limit learned, when lower than the configured one.
     requests: Option<usize>,
 }
@@ -36,45 +38,55 @@ impl Learned {
         self.requests.map_or(configured, |n| n.min(configured))
     }
 
-    /// An answer came: counts the accepted requests of every window of the log (by send
-    /// stamps, ascending) whose requests were all answered. Linear in the log, which holds
-    /// about `N` sends.
-    pub(super) fn answered(&mut self, sent: &VecDeque<Stamp>, window: Duration) {
-        let (mut end, mut accepted, mut unanswered) = (0usize, 0usize, 0usize);
+    /// An answer came at `now`: counts the accepted and refused requests of every window of
+    /// the log (by send stamps, ascending) that is over by `now` and whose requests were all
+    /// answered. Linear in the log, which holds about `N` sends.
+    pub(super) fn answered(&mut self, sent: &VecDeque<Stamp>, window: Duration, now: Instant) {
+        let (mut end, mut accepted, mut refused, mut unanswered) = (0usize, 0usize, 0usize, 0usize);
+        let tally = |t: &Stamp,
+                     add: bool,
+                     accepted: &mut usize,
+                     refused: &mut usize,
+                     unanswered: &mut usize| {
+            let counter = match t.answered {
+                None => unanswered,
+                Some(_) if t.refused => refused,
+                Some(_) => accepted,
+            };
+            if add {
+                *counter += 1;
+            } else {
+                *counter -= 1;
+            }
+        };
         for first in sent {
             while let Some(t) = sent.get(end)
                 && t.at.saturating_duration_since(first.at) < window
             {
-                match t.answered {
-                    None => unanswered += 1,
-                    Some(_) if !t.refused => accepted += 1,
-                    Some(_) => {}
-                }
+                tally(t, true, &mut accepted, &mut refused, &mut unanswered);
                 end += 1;
             }
-            if unanswered == 0 {
+            if unanswered == 0 && first.at + window <= now {
                 self.most_accepted = self.most_accepted.max(accepted);
+                if refused > 0 {
+                    self.most_before_refusing =
+                        Some(self.most_before_refusing.unwrap_or(0).max(accepted));
+                }
             }
-            match first.answered {
-                None => unanswered -= 1,
-                Some(_) if !first.refused => accepted -= 1,
-                Some(_) => {}
-            }
+            tally(first, false, &mut accepted, &mut refused, &mut unanswered);
         }
     }
 
     /// An unexpected 429 (the first of its event). Returns the limit learned if it changed.
+    /// It lowers the limit when an earlier window already showed the server refusing after
+    /// accepting fewer than `N`, and no window ever had more accepted: the second sign.
     pub(super) fn refused(&mut self, limit: RateLimit) -> Option<usize> {
         let n = self.requests(limit);
-        let seen = self.most_accepted;
+        let most = self.most_accepted;
         let lowered = if self.requests.is_some() {
-            n.saturating_sub(1).min(seen.max(1))
-        } else if seen > 0 && seen < n {
-            if !self.suspect {
-                self.suspect = true;
-                return None;
-            }
-            seen
+            n.saturating_sub(1).min(most.max(1))
+        } else if self.most_before_refusing == Some(most) && most < n {
+            most
         } else {
             return None;
         };
@@ -88,8 +100,6 @@ impl Learned {
 
 #[cfg(test)]
 mod tests {
-    use tokio::time::Instant;
-
     use super::*;
 
     fn stamp(at: Instant, answered: bool, refused: bool) -> Stamp {
@@ -114,16 +124,21 @@ mod tests {
         let mut sent: VecDeque<Stamp> = (0..15)
             .map(|i| stamp(t + ms(i), i != 14, (10..14).contains(&i)))
             .collect();
-        learned.answered(&sent, Duration::from_secs(1));
+        let w = Duration::from_secs(1);
+        learned.answered(&sent, w, t + ms(2_000));
         // The windows holding the unanswered one do not count; the others hold at most ten.
         assert_eq!(learned.most_accepted, 0);
         sent[14].answered = Some(t + ms(50));
         sent[14].refused = true;
-        learned.answered(&sent, Duration::from_secs(1));
+        // Nor does a window not over yet: a send may still fall in it.
+        learned.answered(&sent, w, t + ms(500));
+        assert_eq!(learned.most_accepted, 0);
+        learned.answered(&sent, w, t + ms(1_000));
         assert_eq!(learned.most_accepted, 10);
+        assert_eq!(learned.most_before_refusing, Some(10));
         // A later window of three does not lower the most.
         sent.extend((0..3).map(|i| stamp(t + ms(2_000 + i), true, false)));
-        learned.answered(&sent, Duration::from_secs(1));
+        learned.answered(&sent, w, t + ms(4_000));
         assert_eq!(learned.most_accepted, 10);
     }
 
@@ -135,6 +150,8 @@ mod tests {
         };
         assert_eq!(learned.refused(limit(15)), None, "one sign is not enough");
         assert_eq!(learned.requests(limit(15)), 15);
+        // A window is over: it held ten accepted and a refused one.
+        learned.most_before_refusing = Some(10);
         assert_eq!(learned.refused(limit(15)), Some(10));
         assert_eq!(learned.requests(limit(15)), 10);
         assert_eq!(learned.refused(limit(15)), Some(9));
@@ -143,8 +160,10 @@ mod tests {
 
     #[test]
     fn a_429_after_the_full_limit_was_accepted_is_not_a_sign() {
+        // A late request refused in a window of nine, when others held all ten.
         let mut learned = Learned {
             most_accepted: 10,
+            most_before_refusing: Some(9),
             ..Learned::default()
         };
         for _ in 0..5 {
@@ -166,9 +185,9 @@ mod tests {
     fn the_limit_never_goes_below_one() {
         let mut learned = Learned {
             most_accepted: 1,
+            most_before_refusing: Some(1),
             ..Learned::default()
         };
-        learned.refused(limit(10));
         assert_eq!(learned.refused(limit(10)), Some(1));
         assert_eq!(learned.refused(limit(10)), None);
         assert_eq!(learned.requests(limit(10)), 1);

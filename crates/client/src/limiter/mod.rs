@@ -217,7 +217,7 @@ impl SlidingWindowLimiter {
             stamp.refused = refused;
         }
         let State { sent, learned, .. } = &mut *s;
-        learned.answered(sent, self.limit.window);
+        learned.answered(sent, self.limit.window, now);
     }
 
     /// Records the latency of a 2xx answer of `endpoint`, from [`Sent::at`] to its headers:
