@@ -435,7 +435,14 @@ impl DbBudget {
         // the limiter's turn (each will want a slot next). One grant per burst instead of one
         // per request: at a thousand tenants that is the difference between a few hundred
         // and ten thousand transactions a second.
-        let demand = s.waiting.load(Ordering::Relaxed).max(s.limiter.queued());
+        // No more than the limiter lets go in a window (a limit learned from 429s may be
+        // below the budget's): slots it would hold back are dropped late, and each costs
+        // every holder of the client id a place.
+        let demand = s
+            .waiting
+            .load(Ordering::Relaxed)
+            .max(s.limiter.queued())
+            .min(s.limiter.requests());
         let want = u32::try_from(demand).unwrap_or(u32::MAX).max(s.batch);
         let slots = self.grant(want).await?;
         s.local().slots.extend(slots);

@@ -10,9 +10,11 @@
 //! its event) is the second sign, and the limiter paces at that many from then on. One sign
 //! alone can be a request that reached the server late, or another user of the client id for
 //! a moment; a 429 after `N` were accepted in a window is a margin matter, which the margin
-//! handles. Once lowered, each further unexpected 429 lowers it by one more (the send stamps
-//! of a burst can span less than the arrivals did). It is never raised again in the limiter's
-//! life: the configured limit is wrong, and the warning says to fix it.
+//! handles. It is not lowered again on the same evidence (a later 429 from late arrivals or
+//! another user of the client id costs nothing more), and the lesson expires after
+//! [`FORGET_AFTER`] windows without an unexpected 429, evidence and all: another user of the
+//! client id may have gone, or the platform may have changed its limit. A limit still set
+//! too high is then learned again, for two windows of 429s. The warning says to fix it.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -20,6 +22,9 @@ use adsync_domain::RateLimit;
 use tokio::time::Instant;
 
 use super::Stamp;
+
+/// Windows without an unexpected 429 after which what was learned is forgotten.
+pub(super) const FORGET_AFTER: u32 = 100;
 
 #[derive(Debug, Default)]
 pub(super) struct Learned {
@@ -29,6 +34,9 @@ pub(super) struct Learned {
     most_before_refusing: Option<usize>,
     /// The limit learned, when lower than the configured one.
     requests: Option<usize>,
+    /// The last unexpected 429 (the lesson and the evidence expire [`FORGET_AFTER`] windows
+    /// after it).
+    last_sign: Option<Instant>,
 }
 
 impl Learned {
@@ -42,6 +50,12 @@ impl Learned {
     /// the log (by send stamps, ascending) that is over by `now` and whose requests were all
     /// answered. Linear in the log, which holds about `N` sends.
     pub(super) fn answered(&mut self, sent: &VecDeque<Stamp>, window: Duration, now: Instant) {
+        if self
+            .last_sign
+            .is_some_and(|at| now.saturating_duration_since(at) >= window * FORGET_AFTER)
+        {
+            *self = Self::default();
+        }
         let (mut end, mut accepted, mut refused, mut unanswered) = (0usize, 0usize, 0usize, 0usize);
         let tally = |t: &Stamp,
                      add: bool,
@@ -77,23 +91,17 @@ impl Learned {
         }
     }
 
-    /// An unexpected 429 (the first of its event). Returns the limit learned if it changed.
-    /// It lowers the limit when an earlier window already showed the server refusing after
-    /// accepting fewer than `N`, and no window ever had more accepted: the second sign.
-    pub(super) fn refused(&mut self, limit: RateLimit) -> Option<usize> {
+    /// An unexpected 429 (the first of its event) at `now`. Returns the limit learned if it
+    /// changed. It lowers the limit when an earlier window already showed the server refusing
+    /// after accepting fewer than the limit in force, and no window ever had more accepted:
+    /// the second sign.
+    pub(super) fn refused(&mut self, limit: RateLimit, now: Instant) -> Option<usize> {
+        self.last_sign = Some(now);
         let n = self.requests(limit);
-        let most = self.most_accepted;
-        let lowered = if self.requests.is_some() {
-            n.saturating_sub(1).min(most.max(1))
-        } else if self.most_before_refusing == Some(most) && most < n {
+        let most = self.most_accepted.max(1);
+        (self.most_before_refusing == Some(self.most_accepted) && most < n).then(|| {
+            self.requests = Some(most);
             most
-        } else {
-            return None;
-        };
-        let lowered = lowered.max(1);
-        (lowered < n).then(|| {
-            self.requests = Some(lowered);
-            lowered
         })
     }
 }
@@ -143,19 +151,26 @@ mod tests {
     }
 
     #[test]
-    fn the_second_sign_lowers_the_limit_to_what_was_accepted_then_each_429_by_one() {
+    fn the_second_sign_lowers_the_limit_to_what_was_accepted_and_later_429s_no_further() {
         let mut learned = Learned {
             most_accepted: 10,
             ..Learned::default()
         };
-        assert_eq!(learned.refused(limit(15)), None, "one sign is not enough");
+        assert_eq!(
+            learned.refused(limit(15), Instant::now()),
+            None,
+            "one sign is not enough"
+        );
         assert_eq!(learned.requests(limit(15)), 15);
         // A window is over: it held ten accepted and a refused one.
         learned.most_before_refusing = Some(10);
-        assert_eq!(learned.refused(limit(15)), Some(10));
+        assert_eq!(learned.refused(limit(15), Instant::now()), Some(10));
         assert_eq!(learned.requests(limit(15)), 10);
-        assert_eq!(learned.refused(limit(15)), Some(9));
-        assert_eq!(learned.requests(limit(15)), 9);
+        // Late arrivals or another user of the client id: not a reason to go lower.
+        for _ in 0..5 {
+            assert_eq!(learned.refused(limit(15), Instant::now()), None);
+        }
+        assert_eq!(learned.requests(limit(15)), 10);
     }
 
     #[test]
@@ -167,7 +182,7 @@ mod tests {
             ..Learned::default()
         };
         for _ in 0..5 {
-            assert_eq!(learned.refused(limit(10)), None);
+            assert_eq!(learned.refused(limit(10), Instant::now()), None);
         }
         assert_eq!(learned.requests(limit(10)), 10);
     }
@@ -176,7 +191,7 @@ mod tests {
     fn nothing_is_learned_before_any_window_was_answered_in_full() {
         let mut learned = Learned::default();
         for _ in 0..3 {
-            assert_eq!(learned.refused(limit(10)), None);
+            assert_eq!(learned.refused(limit(10), Instant::now()), None);
         }
         assert_eq!(learned.requests(limit(10)), 10);
     }
@@ -188,8 +203,26 @@ mod tests {
             most_before_refusing: Some(1),
             ..Learned::default()
         };
-        assert_eq!(learned.refused(limit(10)), Some(1));
-        assert_eq!(learned.refused(limit(10)), None);
+        assert_eq!(learned.refused(limit(10), Instant::now()), Some(1));
+        assert_eq!(learned.refused(limit(10), Instant::now()), None);
         assert_eq!(learned.requests(limit(10)), 1);
+    }
+
+    #[test]
+    fn what_was_learned_is_forgotten_after_many_clean_windows() {
+        let t = Instant::now();
+        let w = Duration::from_secs(1);
+        let mut learned = Learned {
+            most_accepted: 10,
+            most_before_refusing: Some(10),
+            ..Learned::default()
+        };
+        assert_eq!(learned.refused(limit(15), t), Some(10));
+        let sent: VecDeque<Stamp> = VecDeque::new();
+        learned.answered(&sent, w, t + w * (FORGET_AFTER - 1));
+        assert_eq!(learned.requests(limit(15)), 10);
+        learned.answered(&sent, w, t + w * FORGET_AFTER);
+        assert_eq!(learned.requests(limit(15)), 15);
+        assert_eq!(learned.most_before_refusing, None);
     }
 }

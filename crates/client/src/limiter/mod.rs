@@ -20,9 +20,9 @@
 //! reused after once answered: the spread of latencies measured later says nothing about
 //! how late those reached the server. Unanswered, they keep a wider, cold margin.
 //!
-//! A limit set higher than the platform's is learned (see `learned.rs`): after two unexpected
-//! 429 events that each come when the server had never accepted `N` of our requests in one
-//! window, the limiter paces at the most it ever accepted.
+//! A limit set higher than the platform's is learned (see `learned.rs`): when a window already
+//! showed the server refusing after accepting fewer than `N` (and none accepted more), the next
+//! unexpected 429 makes the limiter pace at that many.
 //!
 //! [`reserves`]: SlidingWindowLimiter::reserve
 
@@ -255,7 +255,7 @@ impl SlidingWindowLimiter {
         if s.margin.last_widening.is_some_and(|w| sent_at <= w) {
             return;
         }
-        if let Some(n) = s.learned.refused(self.limit) {
+        if let Some(n) = s.learned.refused(self.limit, now) {
             metrics::counter!("adsync_rate_limit_lowered_total").increment(1);
             tracing::warn!(
                 configured = self.limit.requests,
@@ -298,6 +298,12 @@ impl SlidingWindowLimiter {
         }
         let ours = earliest(&log, start.max(t).max(free_from), spans, n);
         ours.saturating_duration_since(start)
+    }
+
+    /// The most requests a window may hold now: the configured limit, or the lower one the
+    /// platform's 429s taught (see `learned.rs`). A shared budget asks for no more at once.
+    pub fn requests(&self) -> usize {
+        self.state().learned.requests(self.limit)
     }
 
     /// Requests waiting for their turn or holding a permit: the demand a shared budget sizes
@@ -380,11 +386,14 @@ impl State {
                 .current()
                 .max(self.margin.cap())
                 .max(self.margin.cold());
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(t.at) >= keep)
-        {
+        let expired = |t: &Stamp| now.saturating_duration_since(t.at) >= keep;
+        if self.sent.front().is_some_and(expired) {
+            // Count what the windows about to be forgotten showed first: the last answer in
+            // them may have come before they were over, and none comes after they go.
+            let State { sent, learned, .. } = self;
+            learned.answered(sent, limit.window, now);
+        }
+        while self.sent.front().is_some_and(expired) {
             self.sent.pop_front();
         }
         if let Some(until) = self.hold_until {
