@@ -75,10 +75,15 @@ fn admin_key() -> Option<SecretString> {
         .map(|k| SecretString::from(k.trim().to_owned()))
 }
 
+/// What a second signal says: the runs this process held are resumed by a worker (this
+/// one once restarted, or another) when their leases run out.
+const QUITTING: &str =
+    "quitting now; the runs this process held are resumed by a worker once their leases run out";
+
 /// Runs `adsync serve`.
 pub async fn serve(mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::sync::stop_on_signals(shutdown.clone()));
+    tokio::spawn(crate::sync::stop_on_signals(shutdown.clone(), QUITTING));
     let mut admin = admin_key();
     let demo = if args.demo {
         let d = demo::prepare(&mut args.work.db).await?;
@@ -196,7 +201,7 @@ pub(crate) async fn start_workers(
 /// Runs `adsync worker`.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::sync::stop_on_signals(shutdown.clone()));
+    tokio::spawn(crate::sync::stop_on_signals(shutdown.clone(), QUITTING));
     args.keys.precheck(args.db.url())?;
     let store = args.db.connect_pool(args.db_pool).await?;
     let keyring = args.keys.require(&store, args.db.url())?;

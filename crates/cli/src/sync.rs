@@ -124,7 +124,10 @@ async fn sync(args: &SyncArgs) -> anyhow::Result<RunReport> {
         .with_notice(|m| crate::logging::notice(&m));
 
     let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signals(cancel.clone()));
+    tokio::spawn(stop_on_signals(
+        cancel.clone(),
+        "quitting now; run adsync sync again to resume",
+    ));
     let display = tokio::spawn(crate::progress_view::show(
         engine.progress(),
         platform.client.clone(),
@@ -153,8 +156,9 @@ fn one_line_advice(e: &SyncError) -> String {
 }
 
 /// First SIGINT/SIGTERM: stop taking work, finish in-flight calls, checkpoint. Second: quit
-/// at once (the database is consistent at every commit, so nothing stored is lost).
-pub(crate) async fn stop_on_signals(cancel: CancellationToken) {
+/// at once (the database is consistent at every commit, so nothing stored is lost), saying
+/// `quitting` (how the work left is resumed, which depends on the command).
+pub(crate) async fn stop_on_signals(cancel: CancellationToken, quitting: &'static str) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     for n in 0.. {
@@ -168,7 +172,7 @@ pub(crate) async fn stop_on_signals(cancel: CancellationToken) {
             );
             cancel.cancel();
         } else {
-            crate::logging::notice("quitting now; run adsync sync again to resume");
+            crate::logging::notice(quitting);
             std::process::exit(130);
         }
     }
