@@ -76,7 +76,13 @@ pub fn table(r: &RunReport) -> String {
         secs(r.duration)
     };
     let floor = match (r.floor, r.floor_ratio) {
-        (Some(f), Some(ratio)) => format!("{} · duration/floor {ratio:.3}", secs(f)),
+        (Some(f), Some(ratio)) => match &r.learned_limit {
+            None => format!("{} · duration/floor {ratio:.3}", secs(f)),
+            Some(learned) => format!(
+                "{} · duration/floor {ratio:.3} at the platform's {learned}, learned from its 429s (set --rate-limit to it)",
+                secs(f)
+            ),
+        },
         _ => "unknown (the platform reported no campaigns)".into(),
     };
     let mut rows = [

@@ -425,4 +425,9 @@ async fn a_rate_limit_set_above_the_platforms_draws_429s_in_two_windows_not_in_e
     // Without learning the platform's limit, every window of the run drew five (46 in all).
     let refused = sim.stats().rate_limited;
     assert!(refused <= 12, "{refused} 429s");
+    // The run's floor is at the limit the platform enforced (ten windows of ten), not at the
+    // configured one (under seven of fifteen).
+    let floor = done.floor_seconds.unwrap_or_default();
+    let windows = platform.window.as_secs_f64();
+    assert!(floor >= 9.0 * windows, "floor {floor} s");
 }

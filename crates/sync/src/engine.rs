@@ -414,7 +414,14 @@ impl SyncEngine {
         });
         let last_call = self.progress.sync_latency().unwrap_or_default();
         let stored = self.progress.snapshot().stored as i64;
-        let limit = self.client.config().rate_limit;
+        // The floor at the limit the platform enforced: a lower one learned from its 429s
+        // (the configured one said more than it allows), else the configured one.
+        let configured = self.client.config().rate_limit;
+        let learned = u32::try_from(self.client.limiter().requests())
+            .ok()
+            .filter(|&n| n < configured.requests)
+            .and_then(|n| adsync_domain::RateLimit::new(n, configured.window));
+        let limit = learned.unwrap_or(configured);
         let floor = floor_for(limit, &cursor, run.page_size, stored, last_call);
         let end = RunEnd {
             ending,
@@ -492,6 +499,7 @@ impl SyncEngine {
             floor_ratio: floor
                 .filter(|f| !f.is_zero())
                 .map(|f| active.as_secs_f64() / f.as_secs_f64()),
+            learned_limit: learned.map(|l| l.to_string()),
             error: record.error.or(error),
         };
         tracing::info!(

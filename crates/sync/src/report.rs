@@ -97,6 +97,9 @@ pub struct RunReport {
     pub floor: Option<Duration>,
     /// `active / floor`: 1.0 is as fast as the platform allows.
     pub floor_ratio: Option<f64>,
+    /// The platform's limit as its 429s taught it, when lower than the configured one (the
+    /// floor is then at this limit).
+    pub learned_limit: Option<String>,
     /// Why the run failed, stopped or is partial.
     pub error: Option<String>,
 }
