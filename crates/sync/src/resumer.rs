@@ -13,14 +13,15 @@ pub enum Resumer {
 }
 
 impl Resumer {
-    /// Stopped by a signal (a person's Ctrl-C, a worker's shutdown).
+    /// Stopped by a signal (a person's Ctrl-C, a worker's shutdown) or by a cancel asked through
+    /// the API.
     pub(crate) fn interrupted(self) -> String {
         match self {
             Self::Cli => "interrupted; run adsync sync again to resume".to_owned(),
-            Self::Service => {
-                "interrupted (its worker stopped); requeued, a worker resumes it from its checkpoint"
-                    .to_owned()
-            }
+            // A worker stops a run for its own shutdown (the run is requeued) or for a
+            // cancel asked through the API (the settle then records `cancelled` instead).
+            Self::Service => "interrupted by its worker; unless it was cancelled, it is requeued and a worker resumes it from its checkpoint"
+                .to_owned(),
         }
     }
 
