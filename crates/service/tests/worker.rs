@@ -53,6 +53,39 @@ fn worker(service: &Service, owner: &str) -> Worker {
     )
 }
 
+/// A worker running until [`Running::stop`].
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<adsync_service::Result<()>>,
+}
+
+/// Starts [`worker`] `owner` of `service`.
+fn start(service: &Service, owner: &str) -> Running {
+    let w = worker(service, owner);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { w.run(stop).await }
+    });
+    Running { stop, handle }
+}
+
+impl Running {
+    /// Shuts the worker down and checks it stopped cleanly.
+    async fn stop(self) {
+        self.stop.cancel();
+        within_deadline(self.handle).await.unwrap().unwrap();
+    }
+}
+
+/// Runs `run` to its end on one worker, `w1`, then stops the worker.
+async fn run_to_end(service: &Service, store: &Store, run: RunId) -> adsync_store::RunRecord {
+    let w1 = start(service, "w1");
+    let done = until_final(store, run).await;
+    w1.stop().await;
+    done
+}
+
 async fn enqueue(service: &Service, tenant: &adsync_service::tenants::Tenant) -> RunId {
     service
         .queue
@@ -143,15 +176,7 @@ async fn a_queued_run_is_synced_by_a_worker_and_the_password_is_nowhere(store: S
     let rate = sim.config().effective_rate_limit().to_string();
     let t = tenant(&s, "acme", &sim.url(), None, &rate, None).await;
     let run = enqueue(&s, &t).await;
-    let stop = CancellationToken::new();
-    let w = worker(&s, "w1");
-    let handle = tokio::spawn({
-        let stop = stop.clone();
-        async move { w.run(stop).await }
-    });
-    let done = until_final(&store, run).await;
-    stop.cancel();
-    within_deadline(handle).await.unwrap().unwrap();
+    let done = run_to_end(&s, &store, run).await;
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.counters.campaigns_synced, 30);
     assert_eq!(done.owner.as_deref(), Some("w1"));
@@ -220,12 +245,7 @@ async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {
     let rate = sim.config().effective_rate_limit().to_string();
     let t = tenant(&a, "acme", &sim.url(), None, &rate, None).await;
     let run = enqueue(&a, &t).await;
-    let stop_a = CancellationToken::new();
-    let wa = worker(&a, "wa");
-    let ha = tokio::spawn({
-        let stop = stop_a.clone();
-        async move { wa.run(stop).await }
-    });
+    let wa = start(&a, "wa");
     // Let worker A sync part of the run, then shut it down.
     within_deadline(async {
         loop {
@@ -236,8 +256,7 @@ async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {
         }
     })
     .await;
-    stop_a.cancel();
-    within_deadline(ha).await.unwrap().unwrap();
+    wa.stop().await;
     let handed = store.run(run).await.unwrap();
     assert_eq!(handed.status, RunStatus::Queued, "{handed:?}");
     // The service resumes it, not a person with the CLI: the message says so.
@@ -246,15 +265,9 @@ async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {
     assert!(!said.contains("adsync sync"), "{said}");
     let synced_by_a = sim.stats().syncs.len();
     assert!(synced_by_a < 100);
-    let stop_b = CancellationToken::new();
-    let wb = worker(&b, "wb");
-    let hb = tokio::spawn({
-        let stop = stop_b.clone();
-        async move { wb.run(stop).await }
-    });
+    let wb = start(&b, "wb");
     let done = until_final(&store, run).await;
-    stop_b.cancel();
-    within_deadline(hb).await.unwrap().unwrap();
+    wb.stop().await;
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.owner.as_deref(), Some("wb"));
     assert_eq!(done.attempts, 2);
@@ -327,15 +340,7 @@ async fn wrong_credentials_fail_the_run_with_how_to_set_them_through_the_api(sto
         .await
         .unwrap();
     let run = enqueue(&s, &t).await;
-    let stop = CancellationToken::new();
-    let w = worker(&s, "w1");
-    let handle = tokio::spawn({
-        let stop = stop.clone();
-        async move { w.run(stop).await }
-    });
-    let done = until_final(&store, run).await;
-    stop.cancel();
-    within_deadline(handle).await.unwrap().unwrap();
+    let done = run_to_end(&s, &store, run).await;
     assert_eq!(done.status, RunStatus::Failed, "{done:?}");
     let said = done.error.unwrap_or_default();
     assert!(said.contains("rejected the credentials"), "{said}");
@@ -355,12 +360,7 @@ async fn a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes
     let rate = sim.config().effective_rate_limit().to_string();
     let doomed = tenant(&s, "doomed", &sim.url(), None, &rate, None).await;
     let run = enqueue(&s, &doomed).await;
-    let stop = CancellationToken::new();
-    let w = worker(&s, "w1");
-    let handle = tokio::spawn({
-        let stop = stop.clone();
-        async move { w.run(stop).await }
-    });
+    let w1 = start(&s, "w1");
     within_deadline(async {
         while sim.stats().syncs.len() < 10 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -391,8 +391,7 @@ async fn a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes
     let next = tenant(&s, "next", &sim.url(), None, &rate, None).await;
     let next_run = enqueue(&s, &next).await;
     let done = until_final(&store, next_run).await;
-    stop.cancel();
-    within_deadline(handle).await.unwrap().unwrap();
+    w1.stop().await;
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(store.campaign_count(&next.id).await.unwrap(), 100);
 }
@@ -411,15 +410,7 @@ async fn a_rate_limit_set_above_the_platforms_draws_429s_in_two_windows_not_in_e
     );
     let t = tenant(&s, "optimist", &sim.url(), None, &wrong, None).await;
     let run = enqueue(&s, &t).await;
-    let stop = CancellationToken::new();
-    let w = worker(&s, "w1");
-    let handle = tokio::spawn({
-        let stop = stop.clone();
-        async move { w.run(stop).await }
-    });
-    let done = until_final(&store, run).await;
-    stop.cancel();
-    within_deadline(handle).await.unwrap().unwrap();
+    let done = run_to_end(&s, &store, run).await;
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(store.campaign_count(&t.id).await.unwrap(), 100);
     // Without learning the platform's limit, every window of the run drew five (46 in all).

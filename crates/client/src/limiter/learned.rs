@@ -46,48 +46,34 @@ impl Learned {
         self.requests.map_or(configured, |n| n.min(configured))
     }
 
-    /// An answer came at `now`: counts the accepted and refused requests of every window of
-    /// the log (by send stamps, ascending) that is over by `now` and whose requests were all
-    /// answered. Linear in the log, which holds about `N` sends.
-    pub(super) fn answered(&mut self, sent: &VecDeque<Stamp>, window: Duration, now: Instant) {
+    /// Counts, at `now`, the accepted and refused requests of every window of the log (by
+    /// send stamps, ascending) that is over and whose requests were all answered. Linear in
+    /// the log, which holds about `N` sends; the limiter calls it only before it forgets
+    /// sends and before it weighs a 429, not on every answer.
+    pub(super) fn count(&mut self, sent: &VecDeque<Stamp>, window: Duration, now: Instant) {
         if self
             .last_sign
             .is_some_and(|at| now.saturating_duration_since(at) >= window * FORGET_AFTER)
         {
             *self = Self::default();
         }
-        let (mut end, mut accepted, mut refused, mut unanswered) = (0usize, 0usize, 0usize, 0usize);
-        let tally = |t: &Stamp,
-                     add: bool,
-                     accepted: &mut usize,
-                     refused: &mut usize,
-                     unanswered: &mut usize| {
-            let counter = match t.answered {
-                None => unanswered,
-                Some(_) if t.refused => refused,
-                Some(_) => accepted,
-            };
-            if add {
-                *counter += 1;
-            } else {
-                *counter -= 1;
-            }
-        };
+        let mut end = 0;
+        let mut tally = Tally::default();
         for first in sent {
             while let Some(t) = sent.get(end)
                 && t.at.saturating_duration_since(first.at) < window
             {
-                tally(t, true, &mut accepted, &mut refused, &mut unanswered);
+                tally.add(t);
                 end += 1;
             }
-            if unanswered == 0 && first.at + window <= now {
-                self.most_accepted = self.most_accepted.max(accepted);
-                if refused > 0 {
+            if tally.unanswered == 0 && first.at + window <= now {
+                self.most_accepted = self.most_accepted.max(tally.accepted);
+                if tally.refused > 0 {
                     self.most_before_refusing =
-                        Some(self.most_before_refusing.unwrap_or(0).max(accepted));
+                        Some(self.most_before_refusing.unwrap_or(0).max(tally.accepted));
                 }
             }
-            tally(first, false, &mut accepted, &mut refused, &mut unanswered);
+            tally.remove(first);
         }
     }
 
@@ -103,6 +89,32 @@ impl Learned {
             self.requests = Some(most);
             most
         })
+    }
+}
+
+/// The requests of one window, by what their answers said.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: usize,
+    refused: usize,
+    unanswered: usize,
+}
+
+impl Tally {
+    fn counter(&mut self, t: &Stamp) -> &mut usize {
+        match t.answered {
+            None => &mut self.unanswered,
+            Some(_) if t.refused => &mut self.refused,
+            Some(_) => &mut self.accepted,
+        }
+    }
+
+    fn add(&mut self, t: &Stamp) {
+        *self.counter(t) += 1;
+    }
+
+    fn remove(&mut self, t: &Stamp) {
+        *self.counter(t) -= 1;
     }
 }
 
@@ -133,20 +145,20 @@ mod tests {
             .map(|i| stamp(t + ms(i), i != 14, (10..14).contains(&i)))
             .collect();
         let w = Duration::from_secs(1);
-        learned.answered(&sent, w, t + ms(2_000));
+        learned.count(&sent, w, t + ms(2_000));
         // The windows holding the unanswered one do not count; the others hold at most ten.
         assert_eq!(learned.most_accepted, 0);
         sent[14].answered = Some(t + ms(50));
         sent[14].refused = true;
         // Nor does a window not over yet: a send may still fall in it.
-        learned.answered(&sent, w, t + ms(500));
+        learned.count(&sent, w, t + ms(500));
         assert_eq!(learned.most_accepted, 0);
-        learned.answered(&sent, w, t + ms(1_000));
+        learned.count(&sent, w, t + ms(1_000));
         assert_eq!(learned.most_accepted, 10);
         assert_eq!(learned.most_before_refusing, Some(10));
         // A later window of three does not lower the most.
         sent.extend((0..3).map(|i| stamp(t + ms(2_000 + i), true, false)));
-        learned.answered(&sent, w, t + ms(4_000));
+        learned.count(&sent, w, t + ms(4_000));
         assert_eq!(learned.most_accepted, 10);
     }
 
@@ -219,9 +231,9 @@ mod tests {
         };
         assert_eq!(learned.refused(limit(15), t), Some(10));
         let sent: VecDeque<Stamp> = VecDeque::new();
-        learned.answered(&sent, w, t + w * (FORGET_AFTER - 1));
+        learned.count(&sent, w, t + w * (FORGET_AFTER - 1));
         assert_eq!(learned.requests(limit(15)), 10);
-        learned.answered(&sent, w, t + w * FORGET_AFTER);
+        learned.count(&sent, w, t + w * FORGET_AFTER);
         assert_eq!(learned.requests(limit(15)), 15);
         assert_eq!(learned.most_before_refusing, None);
     }

@@ -203,7 +203,7 @@ impl SlidingWindowLimiter {
 
     /// The answer to the request sent at `sent_at` ([`Sent::at`]) came back now, a 429 if
     /// `refused`: the server counted that request by now, which bounds how long its slot stays
-    /// busy, and an accepted one tells how many the server accepts in a window.
+    /// busy, and what it said tells how many the server accepts in a window (`learned.rs`).
     pub fn answered(&self, sent_at: Instant, refused: bool) {
         let now = Instant::now();
         let mut s = self.state();
@@ -216,8 +216,6 @@ impl SlidingWindowLimiter {
             stamp.answered = Some(now);
             stamp.refused = refused;
         }
-        let State { sent, learned, .. } = &mut *s;
-        learned.answered(sent, self.limit.window, now);
     }
 
     /// Records the latency of a 2xx answer of `endpoint`, from [`Sent::at`] to its headers:
@@ -255,7 +253,9 @@ impl SlidingWindowLimiter {
         if s.margin.last_widening.is_some_and(|w| sent_at <= w) {
             return;
         }
-        if let Some(n) = s.learned.refused(self.limit, now) {
+        let State { sent, learned, .. } = &mut *s;
+        learned.count(sent, self.limit.window, now);
+        if let Some(n) = learned.refused(self.limit, now) {
             metrics::counter!("adsync_rate_limit_lowered_total").increment(1);
             tracing::warn!(
                 configured = self.limit.requests,
@@ -391,7 +391,7 @@ impl State {
             // Count what the windows about to be forgotten showed first: the last answer in
             // them may have come before they were over, and none comes after they go.
             let State { sent, learned, .. } = self;
-            learned.answered(sent, limit.window, now);
+            learned.count(sent, limit.window, now);
         }
         while self.sent.front().is_some_and(expired) {
             self.sent.pop_front();
