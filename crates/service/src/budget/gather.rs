@@ -165,11 +165,18 @@ async fn grant_batch(pool: &PgPool, batch: Vec<Request>, counters: &Counters) {
 async fn grant_many(pool: &PgPool, batch: &[Request]) -> Result<Vec<Gathered>, StoreError> {
     let urls: Vec<&str> = batch.iter().map(|r| r.budget.key().api_url()).collect();
     let ids: Vec<&str> = batch.iter().map(|r| r.budget.key().client_id()).collect();
+    // One primary-key probe per budget (LATERAL ... LIMIT 1), whatever the table's size when
+    // the plan was made: a join let the planner hash the whole table, and a connection keeps
+    // the generic plan it made in the first seconds of a thousand runs, when the table was a
+    // few rows, for good (3,242 scans of 1,000 rows in one bench; 33 buffers a read, now 14).
     let read = format!(
         "SELECT x.i, b.requests, b.window_ms, b.sends, b.hold_until_ms, b.grants,
                 b.rate_limited, (SELECT {PG_NOW_MS}) AS now_ms
          FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS x(api_url, client_id, i)
-         JOIN rate_budgets b ON b.api_url = x.api_url AND b.client_id = x.client_id"
+         CROSS JOIN LATERAL (
+             SELECT * FROM rate_budgets b
+             WHERE b.api_url = x.api_url AND b.client_id = x.client_id LIMIT 1
+         ) b"
     );
     let mut conn = pool.acquire().await?;
     let before = Instant::now();
@@ -213,10 +220,13 @@ async fn grant_many(pool: &PgPool, batch: &[Request]) -> Result<Vec<Gathered>, S
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
                 $6::int8[]) AS x(api_url, client_id, sends, n, grants, rate_limited)
         ), mine AS (
-            SELECT b.api_url, b.client_id FROM rate_budgets b
-            JOIN x ON b.api_url = x.api_url AND b.client_id = x.client_id
-            WHERE b.grants = x.grants AND b.rate_limited = x.rate_limited
-            FOR UPDATE OF b SKIP LOCKED
+            -- A primary-key probe per budget, as in the read.
+            SELECT l.api_url, l.client_id FROM x CROSS JOIN LATERAL (
+                SELECT b.api_url, b.client_id FROM rate_budgets b
+                WHERE b.api_url = x.api_url AND b.client_id = x.client_id
+                  AND b.grants = x.grants AND b.rate_limited = x.rate_limited
+                LIMIT 1 FOR UPDATE SKIP LOCKED
+            ) l
         )
         UPDATE rate_budgets b SET sends = x.sends, grants = b.grants + x.n, updated_at = now()
         FROM x JOIN mine m ON m.api_url = x.api_url AND m.client_id = x.client_id
