@@ -63,8 +63,12 @@ impl AdClient {
                             inner.tokens.refresh(Some(token.generation)).await?;
                         }
                         Err(Error::RateLimited { retry_after }) => {
+                            let budget = inner.config.shared_budget.as_ref();
+                            if let Some(at) = budget.and_then(|b| b.last_other_send()) {
+                                inner.limiter.others_sent(at);
+                            }
                             inner.limiter.hold(retry_after, sent.at);
-                            if let Some(budget) = &inner.config.shared_budget {
+                            if let Some(budget) = budget {
                                 budget.hold(retry_after);
                             }
                             tracing::warn!(

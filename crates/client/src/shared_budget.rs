@@ -11,6 +11,8 @@
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use tokio::time::Instant;
+
 use crate::Error;
 
 /// The future of [`SharedBudget::take`]. (The client does not depend on `futures`; this is
@@ -40,6 +42,13 @@ pub trait SharedBudget: Send + Sync + fmt::Debug {
     /// should hold for `retry_after` from now. Must not block; a write it needs may finish in
     /// the background.
     fn hold(&self, retry_after: Duration);
+
+    /// When (this process's clock) the budget last saw a send of another holder, if it ever
+    /// did: the client's limiter learns nothing of the platform's limit from a window others
+    /// spent too. `None` by default: no other holder is known.
+    fn last_other_send(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// How [`crate::ClientConfig`] keeps its budget: an `Arc` so that clients of one process share

@@ -34,7 +34,7 @@ mod db;
 mod gather;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fmt,
     sync::{
         Arc, Mutex,
@@ -254,6 +254,12 @@ struct Local {
     slots: VecDeque<Slot>,
     hold_until: Option<Instant>,
     hold_gen: u64,
+    // The slots this holder was granted lately (budget clock, ms), to tell its sends in the
+    // row's log from other holders'; as many as the log can hold, twice over.
+    own: VecDeque<i64>,
+    own_set: HashSet<i64>,
+    // The latest send of another holder seen in the log.
+    others_until: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -469,7 +475,13 @@ impl DbBudget {
 
     async fn grant_raw(&self, want: u32) -> Result<Granted, StoreError> {
         let s = &self.shared;
-        let (requests, window_ms) = stored_limit(s.limit);
+        let (configured, window_ms) = stored_limit(s.limit);
+        // A limit the platform's 429s taught this holder's limiter (below the configured one)
+        // plans its grants too, against the log every holder writes: asking only for fewer
+        // slots at once, two holders of a client id set above the platform's limit kept
+        // filling each window to the configured limit together, and drew 429s in every one.
+        let learned = u32::try_from(s.limiter.requests()).unwrap_or(u32::MAX);
+        let requests = configured.min(learned).max(1);
         let ask = Ask {
             requests,
             window_ms,
@@ -531,6 +543,36 @@ impl DbBudget {
             }
         }
         db::pg_grant(pool, &self.shared.key, ask, self).await
+    }
+
+    /// A grant read the row's `log` at `db_now_ms` and planned `granted` from it: the sends
+    /// in the log this holder was not granted are another holder's, and the latest of them
+    /// is when the client's limiter last shared a window (see [`SharedBudget::last_other_send`]).
+    fn saw_log(&self, log: &[i64], granted: &[i64], db_now_ms: i64) {
+        let now = Instant::now();
+        let keep = 2 * usize::try_from(self.shared.limit.requests).unwrap_or(usize::MAX);
+        let mut local = self.shared.local();
+        let latest_other = log
+            .iter()
+            .copied()
+            .filter(|t| !local.own_set.contains(t))
+            .max();
+        for &at in granted {
+            if local.own_set.insert(at) {
+                local.own.push_back(at);
+            }
+        }
+        while local.own.len() > keep.max(1) {
+            if let Some(old) = local.own.pop_front() {
+                local.own_set.remove(&old);
+            }
+        }
+        if let Some(at_ms) = latest_other {
+            let at = at_instant(now, db_now_ms, at_ms);
+            if local.others_until.is_none_or(|until| at > until) {
+                local.others_until = Some(at);
+            }
+        }
     }
 
     /// An optimistic grant lost a race.
@@ -647,6 +689,10 @@ impl SharedBudget for DbBudget {
                 .map(|_| ())
                 .map_err(|e| client_error(&e))
         })
+    }
+
+    fn last_other_send(&self) -> Option<Instant> {
+        self.shared.local().others_until
     }
 
     fn hold(&self, retry_after: Duration) {

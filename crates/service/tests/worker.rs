@@ -1,5 +1,6 @@
 //! Workers end to end against the simulator, on both databases: a queued run is synced by a
-//! worker; two tenants sharing a client id on two workers draw no 429; a worker shutting down
+//! worker; two tenants sharing a client id on two workers draw no 429, and learn no share of
+//! the platform's limit as the limit when theirs is set above it; a worker shutting down
 //! hands its run to another, which resumes it without syncing a campaign twice; a run refused
 //! by the platform or deleted with its tenant ends with what a service's user needs to know.
 
@@ -26,6 +27,7 @@ on_both_databases!(
     wrong_credentials_fail_the_run_with_how_to_set_them_through_the_api,
     a_tenant_deleted_while_its_run_runs_stops_its_calls_and_the_worker_goes_on,
     a_rate_limit_set_above_the_platforms_draws_429s_in_two_windows_not_in_every_one,
+    two_workers_sharing_a_client_id_set_above_the_platforms_limit_learn_no_share_of_it,
 );
 
 async fn sim(campaigns: usize, profile: Profile) -> Simulator {
@@ -195,12 +197,69 @@ async fn a_queued_run_is_synced_by_a_worker_and_the_password_is_nowhere(store: S
 
 async fn two_tenants_sharing_a_client_id_on_two_workers_draw_no_429(store: Store) {
     let sim = sim(40, Profile::Calm).await;
-    let ring = keyring();
-    let a = service(&store, ring.clone()).await;
-    let b = service(&store, ring).await;
     let rate = sim.config().effective_rate_limit().to_string();
-    let ta = tenant(&a, "a", &sim.url(), Some("shared-client"), &rate, None).await;
-    let tb = tenant(&a, "b", &sim.url(), Some("shared-client"), &rate, None).await;
+    let (da, db) = two_tenants_on_two_workers(&store, &sim, &rate).await;
+    assert_eq!(da.status, RunStatus::Succeeded, "{:?}", da.error);
+    assert_eq!(db.status, RunStatus::Succeeded, "{:?}", db.error);
+    assert_ne!(da.owner, db.owner, "each worker took one run");
+    let stats = sim.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(
+        stats.clients.len(),
+        1,
+        "one client id: {:?}",
+        stats.clients.keys()
+    );
+}
+
+async fn two_workers_sharing_a_client_id_set_above_the_platforms_limit_learn_no_share_of_it(
+    store: Store,
+) {
+    let sim = sim(60, Profile::Calm).await;
+    let platform = sim.config().effective_rate_limit();
+    let wrong = format!(
+        "{}/{}ms",
+        platform.requests * 3 / 2,
+        platform.window.as_millis()
+    );
+    let (da, db) = two_tenants_on_two_workers(&store, &sim, &wrong).await;
+    assert_eq!(da.status, RunStatus::Succeeded, "{:?}", da.error);
+    assert_eq!(db.status, RunStatus::Succeeded, "{:?}", db.error);
+    assert_ne!(da.owner, db.owner, "each worker took one run");
+    // What one worker saw accepted in a window the other also sent in is its share, not the
+    // platform's limit. Each run's floor is at the limit it paced at: learned from a share,
+    // it was at one to three requests a window (floors of 21 and 61 s, a run past the test's
+    // deadline); now at most the platform's own.
+    for done in [&da, &db] {
+        let at_platform = done.counters.requests as f64 / f64::from(platform.requests)
+            * platform.window.as_secs_f64();
+        let floor = done.floor_seconds.unwrap_or_default();
+        assert!(
+            floor <= at_platform + platform.window.as_secs_f64(),
+            "floor {floor} s, {} s at the platform's limit: {:?}",
+            at_platform,
+            done.counters
+        );
+    }
+    // The 429s of a limit set too high stay (the platform refuses what the two send over
+    // its limit in each window, and each holds both); what learns the limit across holders
+    // is the shared log, which does not yet.
+    let refused = sim.stats().rate_limited;
+    assert!(refused < 100, "{refused} 429s");
+}
+
+/// Runs one tenant on each of two workers (each its own service, as two processes would be),
+/// both on the client id `shared-client` with rate limit `rate`; returns both runs.
+async fn two_tenants_on_two_workers(
+    store: &Store,
+    sim: &Simulator,
+    rate: &str,
+) -> (adsync_store::RunRecord, adsync_store::RunRecord) {
+    let ring = keyring();
+    let a = service(store, ring.clone()).await;
+    let b = service(store, ring).await;
+    let ta = tenant(&a, "a", &sim.url(), Some("shared-client"), rate, None).await;
+    let tb = tenant(&a, "b", &sim.url(), Some("shared-client"), rate, None).await;
     let (ra, rb) = (enqueue(&a, &ta).await, enqueue(&a, &tb).await);
     let stop = CancellationToken::new();
     // One run per worker: each worker is a process of its own with its own limiter.
@@ -219,22 +278,12 @@ async fn two_tenants_sharing_a_client_id_on_two_workers_draw_no_429(store: Store
         let stop = stop.clone();
         handles.push(tokio::spawn(async move { w.run(stop).await }));
     }
-    let (da, db) = (until_final(&store, ra).await, until_final(&store, rb).await);
+    let (da, db) = (until_final(store, ra).await, until_final(store, rb).await);
     stop.cancel();
     for h in handles {
         within_deadline(h).await.unwrap().unwrap();
     }
-    assert_eq!(da.status, RunStatus::Succeeded, "{:?}", da.error);
-    assert_eq!(db.status, RunStatus::Succeeded, "{:?}", db.error);
-    assert_ne!(da.owner, db.owner, "each worker took one run");
-    let stats = sim.stats();
-    assert_eq!(stats.rate_limited, 0, "{stats:?}");
-    assert_eq!(
-        stats.clients.len(),
-        1,
-        "one client id: {:?}",
-        stats.clients.keys()
-    );
+    (da, db)
 }
 
 async fn a_worker_that_shuts_down_hands_its_run_to_another(store: Store) {

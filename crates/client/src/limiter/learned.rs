@@ -15,6 +15,13 @@
 //! [`FORGET_AFTER`] windows without an unexpected 429, evidence and all: another user of the
 //! client id may have gone, or the platform may have changed its limit. A limit still set
 //! too high is then learned again, for two windows of 429s. The warning says to fix it.
+//!
+//! A window another holder of a shared budget also sent in is no evidence: what this process
+//! saw accepted there is its share of the platform's limit, not the limit. Learned, it paced
+//! every holder at that share (two workers on one client id learned one request a window and
+//! took a minute for sixty campaigns). The budget says when it last saw another holder's
+//! send ([`Learned::others_sent`]); windows that began before it do not count, and the
+//! evidence gathered until then is dropped.
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -37,6 +44,8 @@ pub(super) struct Learned {
     /// The last unexpected 429 (the lesson and the evidence expire [`FORGET_AFTER`] windows
     /// after it).
     last_sign: Option<Instant>,
+    /// The latest send of another holder of the client id's shared budget seen so far.
+    others_until: Option<Instant>,
 }
 
 impl Learned {
@@ -44,6 +53,15 @@ impl Learned {
     pub(super) fn requests(&self, limit: RateLimit) -> usize {
         let configured = limit.requests as usize;
         self.requests.map_or(configured, |n| n.min(configured))
+    }
+
+    /// Another holder of the client id's shared budget sent at `at`: windows that began
+    /// before then are no evidence of the platform's limit, and what they showed is dropped.
+    pub(super) fn others_sent(&mut self, at: Instant) {
+        if self.others_until.is_none_or(|until| at > until) {
+            self.others_until = Some(at);
+            self.most_before_refusing = None;
+        }
     }
 
     /// Counts, at `now`, the accepted and refused requests of every window of the log (by
@@ -55,7 +73,10 @@ impl Learned {
             .last_sign
             .is_some_and(|at| now.saturating_duration_since(at) >= window * FORGET_AFTER)
         {
-            *self = Self::default();
+            *self = Self {
+                others_until: self.others_until,
+                ..Self::default()
+            };
         }
         let mut end = 0;
         let mut tally = Tally::default();
@@ -68,7 +89,7 @@ impl Learned {
             }
             if tally.unanswered == 0 && first.at + window <= now {
                 self.most_accepted = self.most_accepted.max(tally.accepted);
-                if tally.refused > 0 {
+                if tally.refused > 0 && self.others_until.is_none_or(|o| first.at > o) {
                     self.most_before_refusing =
                         Some(self.most_before_refusing.unwrap_or(0).max(tally.accepted));
                 }
@@ -197,6 +218,44 @@ mod tests {
             assert_eq!(learned.refused(limit(10), Instant::now()), None);
         }
         assert_eq!(learned.requests(limit(10)), 10);
+    }
+
+    #[test]
+    fn a_window_another_holder_of_the_budget_sent_in_is_no_evidence() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let w = Duration::from_secs(1);
+        // Our share of a window: five accepted, then two refused (the other holder sent the
+        // rest of the platform's ten).
+        let sent: VecDeque<Stamp> = (0..7)
+            .map(|i| stamp(t + ms(i * 10), true, i >= 5))
+            .collect();
+        let mut learned = Learned::default();
+        learned.others_sent(t + ms(60));
+        learned.count(&sent, w, t + ms(2_000));
+        assert_eq!(learned.most_accepted, 5);
+        assert_eq!(learned.most_before_refusing, None);
+        for _ in 0..3 {
+            assert_eq!(learned.refused(limit(15), t + ms(2_000)), None);
+        }
+        assert_eq!(learned.requests(limit(15)), 15);
+
+        // Counted before the other holder's send was known, the evidence is dropped when it
+        // is.
+        let mut learned = Learned::default();
+        learned.count(&sent, w, t + ms(2_000));
+        assert_eq!(learned.most_before_refusing, Some(5));
+        learned.others_sent(t + ms(60));
+        assert_eq!(learned.most_before_refusing, None);
+        assert_eq!(learned.refused(limit(15), t + ms(2_000)), None);
+
+        // A window that began after the other holder's last send counts again.
+        let later: VecDeque<Stamp> = (0..12)
+            .map(|i| stamp(t + ms(5_000 + i * 10), true, i >= 10))
+            .collect();
+        learned.count(&later, w, t + ms(7_000));
+        assert_eq!(learned.most_before_refusing, Some(10));
+        assert_eq!(learned.refused(limit(15), t + ms(7_000)), Some(10));
     }
 
     #[test]

@@ -300,6 +300,12 @@ impl SlidingWindowLimiter {
         ours.saturating_duration_since(start)
     }
 
+    /// Another holder of this client id's shared budget sent at `at`: the windows before it
+    /// tell nothing of the platform's limit (see `learned.rs`).
+    pub fn others_sent(&self, at: Instant) {
+        self.state().learned.others_sent(at);
+    }
+
     /// The most requests a window may hold now: the configured limit, or the lower one the
     /// platform's 429s taught (see `learned.rs`). A shared budget asks for no more at once.
     pub fn requests(&self) -> usize {
