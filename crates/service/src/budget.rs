@@ -501,6 +501,7 @@ impl DbBudget {
         let backend = s.store.kind();
         match &result {
             Ok(granted) => {
+                self.granted_own(&granted.slots);
                 let c = &s.counters;
                 let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                 c.grants.fetch_add(1, Ordering::Relaxed);
@@ -545,19 +546,32 @@ impl DbBudget {
         db::pg_grant(pool, &self.shared.key, ask, self).await
     }
 
-    /// A grant read the row's `log` at `db_now_ms` and planned `granted` from it: the sends
-    /// in the log this holder was not granted are another holder's, and the latest of them
-    /// is when the client's limiter last shared a window (see [`SharedBudget::last_other_send`]).
-    fn saw_log(&self, log: &[i64], granted: &[i64], db_now_ms: i64) {
+    /// A grant read the row's `log` at `db_now_ms`: the sends in it this holder was not
+    /// granted are another holder's, and the latest of them is when the client's limiter last
+    /// shared a window (see [`SharedBudget::last_other_send`]).
+    fn saw_log(&self, log: &[i64], db_now_ms: i64) {
         let now = Instant::now();
-        let keep = 2 * usize::try_from(self.shared.limit.requests).unwrap_or(usize::MAX);
         let mut local = self.shared.local();
         let latest_other = log
             .iter()
             .copied()
             .filter(|t| !local.own_set.contains(t))
             .max();
-        for &at in granted {
+        if let Some(at_ms) = latest_other {
+            let at = at_instant(now, db_now_ms, at_ms);
+            if local.others_until.is_none_or(|until| at > until) {
+                local.others_until = Some(at);
+            }
+        }
+    }
+
+    /// A grant's write landed: its slots are this holder's sends in the log. Only slots
+    /// written count: a plan whose write lost may hold the very times the winner wrote.
+    fn granted_own(&self, slots: &[i64]) {
+        // The log holds at most `N` sends; twice that many of ours covers it.
+        let keep = 2 * usize::try_from(self.shared.limit.requests).unwrap_or(usize::MAX);
+        let mut local = self.shared.local();
+        for &at in slots {
             if local.own_set.insert(at) {
                 local.own.push_back(at);
             }
@@ -565,12 +579,6 @@ impl DbBudget {
         while local.own.len() > keep.max(1) {
             if let Some(old) = local.own.pop_front() {
                 local.own_set.remove(&old);
-            }
-        }
-        if let Some(at_ms) = latest_other {
-            let at = at_instant(now, db_now_ms, at_ms);
-            if local.others_until.is_none_or(|until| at > until) {
-                local.others_until = Some(at);
             }
         }
     }

@@ -437,7 +437,7 @@ impl Stored {
             want: ask.want.min(requests),
             horizon_ms: ask.horizon_ms,
         });
-        budget.saw_log(&log, &plan.granted, db_now_ms);
+        budget.saw_log(&log, db_now_ms);
         let granted = plan.granted.len() as i64;
         (plan, granted)
     }
