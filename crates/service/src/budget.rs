@@ -441,14 +441,7 @@ impl DbBudget {
         // the limiter's turn (each will want a slot next). One grant per burst instead of one
         // per request: at a thousand tenants that is the difference between a few hundred
         // and ten thousand transactions a second.
-        // No more than the limiter lets go in a window (a limit learned from 429s may be
-        // below the budget's): slots it would hold back are dropped late, and each costs
-        // every holder of the client id a place.
-        let demand = s
-            .waiting
-            .load(Ordering::Relaxed)
-            .max(s.limiter.queued())
-            .min(s.limiter.requests());
+        let demand = s.waiting.load(Ordering::Relaxed).max(s.limiter.queued());
         let want = u32::try_from(demand).unwrap_or(u32::MAX).max(s.batch);
         let slots = self.grant(want).await?;
         s.local().slots.extend(slots);
@@ -477,9 +470,11 @@ impl DbBudget {
         let s = &self.shared;
         let (configured, window_ms) = stored_limit(s.limit);
         // A limit the platform's 429s taught this holder's limiter (below the configured one)
-        // plans its grants too, against the log every holder writes: asking only for fewer
-        // slots at once, two holders of a client id set above the platform's limit kept
-        // filling each window to the configured limit together, and drew 429s in every one.
+        // plans its grants, against the log every holder writes, and caps how many it asks
+        // for at once (slots the limiter would hold back are dropped late, and each costs
+        // every holder of the client id a place). Only asking for fewer at once, two holders
+        // of a client id set above the platform's limit kept filling each window to the
+        // configured limit together, and drew 429s in every one.
         let learned = u32::try_from(s.limiter.requests()).unwrap_or(u32::MAX);
         let requests = configured.min(learned).max(1);
         let ask = Ask {

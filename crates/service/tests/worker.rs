@@ -217,12 +217,7 @@ async fn two_workers_sharing_a_client_id_set_above_the_platforms_limit_learn_no_
 ) {
     let sim = sim(60, Profile::Calm).await;
     let platform = sim.config().effective_rate_limit();
-    let wrong = format!(
-        "{}/{}ms",
-        platform.requests * 3 / 2,
-        platform.window.as_millis()
-    );
-    let (da, db) = two_tenants_on_two_workers(&store, &sim, &wrong).await;
+    let (da, db) = two_tenants_on_two_workers(&store, &sim, &above(&sim)).await;
     assert_eq!(da.status, RunStatus::Succeeded, "{:?}", da.error);
     assert_eq!(db.status, RunStatus::Succeeded, "{:?}", db.error);
     assert_ne!(da.owner, db.owner, "each worker took one run");
@@ -248,6 +243,16 @@ async fn two_workers_sharing_a_client_id_set_above_the_platforms_limit_learn_no_
     assert!(refused < 100, "{refused} 429s");
 }
 
+/// A rate limit half as much again as `sim` allows, over the same window.
+fn above(sim: &Simulator) -> String {
+    let platform = sim.config().effective_rate_limit();
+    format!(
+        "{}/{}ms",
+        platform.requests * 3 / 2,
+        platform.window.as_millis()
+    )
+}
+
 /// Runs one tenant on each of two workers (each its own service, as two processes would be),
 /// both on the client id `shared-client` with rate limit `rate`; returns both runs.
 async fn two_tenants_on_two_workers(
@@ -265,7 +270,7 @@ async fn two_tenants_on_two_workers(
     // One run per worker: each worker is a process of its own with its own limiter.
     let mut handles = Vec::new();
     for (s, name) in [(&a, "wa"), (&b, "wb")] {
-        let mut w = WorkerConfig {
+        let w = WorkerConfig {
             slots: 1,
             lease_ttl: Duration::from_secs(3),
             poll: Duration::from_millis(50),
@@ -273,7 +278,6 @@ async fn two_tenants_on_two_workers(
             shared_budgets: true,
             shutdown_grace: Duration::from_secs(2),
         };
-        w.slots = 1;
         let w = Worker::new(s.clone(), w);
         let stop = stop.clone();
         handles.push(tokio::spawn(async move { w.run(stop).await }));
@@ -451,13 +455,7 @@ async fn a_rate_limit_set_above_the_platforms_draws_429s_in_two_windows_not_in_e
     let sim = sim(100, Profile::Calm).await;
     let s = service(&store, keyring()).await;
     let platform = sim.config().effective_rate_limit();
-    // Half as much again as the platform allows, over the same window.
-    let wrong = format!(
-        "{}/{}ms",
-        platform.requests * 3 / 2,
-        platform.window.as_millis()
-    );
-    let t = tenant(&s, "optimist", &sim.url(), None, &wrong, None).await;
+    let t = tenant(&s, "optimist", &sim.url(), None, &above(&sim), None).await;
     let run = enqueue(&s, &t).await;
     let done = run_to_end(&s, &store, run).await;
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
