@@ -224,15 +224,17 @@ async fn two_workers_sharing_a_client_id_set_above_the_platforms_limit_learn_no_
     // What one worker saw accepted in a window the other also sent in is its share, not the
     // platform's limit. Each run's floor is at the limit it paced at: learned from a share,
     // it was at one to three requests a window (floors of 21 and 61 s, a run past the test's
-    // deadline); now at most the platform's own.
+    // deadline). A worker alone in a window may still learn one below the platform's limit
+    // (a request that reached it late: 9 of 10, seen in CI), never a share of two thirds or
+    // less. The window added covers the last call's latency, which the floor includes.
+    let window = platform.window.as_secs_f64();
+    let two_thirds = f64::from(platform.requests) * 2.0 / 3.0;
     for done in [&da, &db] {
-        let at_platform = done.counters.requests as f64 / f64::from(platform.requests)
-            * platform.window.as_secs_f64();
+        let at_two_thirds = done.counters.requests as f64 / two_thirds * window;
         let floor = done.floor_seconds.unwrap_or_default();
         assert!(
-            floor <= at_platform + platform.window.as_secs_f64(),
-            "floor {floor} s, {} s at the platform's limit: {:?}",
-            at_platform,
+            floor <= at_two_thirds + window,
+            "floor {floor} s, {at_two_thirds} s at two thirds of the platform's limit: {:?}",
             done.counters
         );
     }
