@@ -46,8 +46,9 @@ pub struct ServiceBenchArgs {
     /// API requests per second during the runs (GET tenant, runs, run).
     #[arg(long, default_value_t = 100)]
     api_rps: u32,
-    /// Database connections of the workers (the API has 8 of its own).
-    #[arg(long, default_value_t = 16)]
+    /// Database connections of the workers (the API has 8 of its own). Default: as `adsync
+    /// serve`'s, two per core, 4 to 32.
+    #[arg(long, default_value_t = adsync_service::worker::default_pool())]
     pool: u32,
     /// Port of the bench's API (0: any free one; its address is printed on stderr), so that a
     /// load tool in another process can be pointed at it (`--api-rps 0` then leaves the load

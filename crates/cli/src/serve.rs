@@ -32,8 +32,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "ADSYNC_LEASE_TIMEOUT", default_value = "30s", value_parser = crate::platform::positive_duration)]
     pub lease_timeout: Duration,
     /// Database connections of the workers (the API has a pool of its own, so a busy queue
-    /// cannot slow it down).
-    #[arg(long, env = "ADSYNC_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// cannot slow it down). Default: two per core of this machine, 4 to 32.
+    #[arg(long, env = "ADSYNC_DB_POOL", default_value_t = adsync_service::worker::default_pool(), value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool: u32,
 }
 

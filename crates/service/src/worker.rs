@@ -33,11 +33,32 @@ use crate::{
 /// checked page waiting for its store keeps its records, at most one per run).
 const PAGES_AT_ONCE: usize = 32;
 
-/// Listing pages being stored at once by a worker's runs: a page's store is the largest write
-/// of a run (milliseconds of the database's time), and at the start of a thousand runs
-/// a thousand of them queue; the rest of the pool stays free for the runs' grants and
-/// successes, which their sync calls wait for.
-const STORES_AT_ONCE: usize = 4;
+/// Listing pages being stored at once by a worker's runs: one per two cores of this machine,
+/// at least one. A page's store is the largest write of a run (milliseconds of the database's
+/// time), and at the start of a thousand runs a thousand of them queue. Nothing waits for
+/// them but the runs' records of their sync calls (the calls start before their page is
+/// stored, see `adsync_sync::Handoff`), while the calls themselves wait for grants, which
+/// need the database's CPU too: stores that take all of it make the grants late, and a late
+/// slot is lost. On this project's 2-core machine, one store at a time ended a thousand runs
+/// at 1.153-1.167 x floor against 1.19-1.20 with four (BENCHMARKS.md section 6).
+fn stores_at_once() -> usize {
+    (cores() / 2).max(1)
+}
+
+/// The workers' default database pool: two connections per core of this machine, 4 to 32. A
+/// worker's writes are short statements, and more backends than the cores can run only
+/// queue for them and for the cores the workers need: on this project's 2-core machine
+/// (PostgreSQL on the same host), a thousand runs ended at 1.17-1.25 x floor with 4
+/// connections against 1.20-1.49 with 16, and their budgets dropped tens of late slots
+/// instead of thousands (BENCHMARKS.md section 6).
+pub fn default_pool() -> u32 {
+    u32::try_from(cores() * 2).unwrap_or(u32::MAX).clamp(4, 32)
+}
+
+/// Cores this process may use (the cgroup's quota counts), 1 if unknown.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
 
 /// How often a running run's live counters are published (when they moved).
 const LIVE_EVERY: Duration = Duration::from_millis(500);
@@ -594,7 +615,7 @@ impl Worker {
             store_permits: Some(
                 self.pacers
                     .stores
-                    .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(STORES_AT_ONCE)))
+                    .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(stores_at_once())))
                     .clone(),
             ),
             recorder: Some(
