@@ -103,9 +103,10 @@ impl Exchange<'_> {
         tracing::Span::current().record("status", status.as_u16());
         if let Some(limiter) = self.limiter {
             // Whatever the status, the server counted the request by now.
-            limiter.answered(sent_at, status == reqwest::StatusCode::TOO_MANY_REQUESTS);
             if status.is_success() {
-                limiter.record_latency(self.endpoint.label(), sent_at.elapsed());
+                limiter.answered_ok(sent_at, self.endpoint.label(), sent_at.elapsed());
+            } else {
+                limiter.answered(sent_at, status == reqwest::StatusCode::TOO_MANY_REQUESTS);
             }
         }
         if status.is_success() {

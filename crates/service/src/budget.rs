@@ -34,7 +34,7 @@ mod db;
 mod gather;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     fmt,
     sync::{
         Arc, Mutex,
@@ -257,9 +257,13 @@ struct Local {
     // The slots this holder was granted lately (budget clock, ms), to tell its sends in the
     // row's log from other holders'; as many as the log can hold, twice over.
     own: VecDeque<i64>,
-    own_set: HashSet<i64>,
     // The latest send of another holder seen in the log.
     others_until: Option<Instant>,
+    // The same, on the budget's clock (ms): no send of another holder written before this
+    // holder's last read of the log is later (sends are appended in order, so one pushed out
+    // of the log unseen was pushed out by a later one of another holder, or by this holder's
+    // own grant, which read it).
+    others_max_ms: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -304,6 +308,9 @@ struct Ask {
     horizon_ms: i64,
     lead_ms: i64,
     locking_only: bool,
+    /// The slots are for requests sent through the holder's limiter, which may then pace
+    /// them when the holder spends the budget alone (see [`planner`]).
+    paced: bool,
 }
 
 impl DbBudget {
@@ -384,7 +391,15 @@ impl DbBudget {
 
     /// Waits for the next slot of the budget (from the local queue, or granted by the
     /// database when the queue is empty) and returns it when its request may go now.
+    ///
+    /// Slots taken here are planned by the budget's rule alone: the caller's sends need not
+    /// go through the limiter. The client's path ([`SharedBudget::take`]) does, and when this
+    /// holder spends the budget alone its grants follow its limiter (see [`planner`]).
     pub async fn take_slot(&self) -> Result<Slot, StoreError> {
+        self.take(false).await
+    }
+
+    async fn take(&self, paced: bool) -> Result<Slot, StoreError> {
         let s = &self.shared;
         let mut waiting = Waiting::new(&s.waiting);
         loop {
@@ -401,7 +416,7 @@ impl DbBudget {
                 if s.local().slots.is_empty() {
                     // Boxed: the grant's database future is large and rarely needed, and
                     // inline it would make every take's future (boxed for the client) as big.
-                    Box::pin(self.refill()).await?;
+                    Box::pin(self.refill(paced)).await?;
                 }
                 continue;
             };
@@ -435,7 +450,7 @@ impl DbBudget {
     }
 
     /// Asks the database for slots and queues them (the caller holds `granting`).
-    async fn refill(&self) -> Result<(), StoreError> {
+    async fn refill(&self, paced: bool) -> Result<(), StoreError> {
         let s = &self.shared;
         // Demand: callers waiting here, and the requests queued behind the one that holds
         // the limiter's turn (each will want a slot next). One grant per burst instead of one
@@ -443,7 +458,7 @@ impl DbBudget {
         // and ten thousand transactions a second.
         let demand = s.waiting.load(Ordering::Relaxed).max(s.limiter.queued());
         let want = u32::try_from(demand).unwrap_or(u32::MAX).max(s.batch);
-        let slots = self.grant(want).await?;
+        let slots = self.grant_paced(want, paced).await?;
         s.local().slots.extend(slots);
         Ok(())
     }
@@ -453,8 +468,12 @@ impl DbBudget {
     /// spend the budget; this is the database round trip it makes, for benchmarks.
     #[tracing::instrument(skip_all, fields(client_id = %self.shared.key.client_id, want))]
     pub async fn grant(&self, want: u32) -> Result<Vec<Slot>, StoreError> {
+        self.grant_paced(want, false).await
+    }
+
+    async fn grant_paced(&self, want: u32, paced: bool) -> Result<Vec<Slot>, StoreError> {
         let hold_gen = self.shared.local().hold_gen;
-        let granted = self.grant_raw(want).await?;
+        let granted = self.grant_raw(want, paced).await?;
         Ok(granted
             .slots
             .iter()
@@ -466,7 +485,7 @@ impl DbBudget {
             .collect())
     }
 
-    async fn grant_raw(&self, want: u32) -> Result<Granted, StoreError> {
+    async fn grant_raw(&self, want: u32, paced: bool) -> Result<Granted, StoreError> {
         let s = &self.shared;
         let (configured, window_ms) = stored_limit(s.limit);
         // A limit the platform's 429s taught this holder's limiter (below the configured one)
@@ -486,6 +505,7 @@ impl DbBudget {
             lead_ms: i64::try_from((2 * s.lead_us.load(Ordering::Relaxed)).div_ceil(1000))
                 .unwrap_or(i64::MAX),
             locking_only: s.locking_only,
+            paced,
         };
         let started = Instant::now();
         let result = match &s.store {
@@ -541,18 +561,36 @@ impl DbBudget {
         db::pg_grant(pool, &self.shared.key, ask, self).await
     }
 
+    /// When this holder is the budget's only recent spender (every send of `log` after
+    /// `since_ms` is its own; see [`planner`]), the times its limiter gives its next `want`
+    /// requests, on the budget's clock as read at `db_now_ms` (a moment ago: the times come
+    /// out that much early, and the request waits for its limiter anyway).
+    ///
+    /// Call it after [`DbBudget::saw_log`] with the same log.
+    fn paced(&self, since_ms: i64, want: u32, db_now_ms: i64) -> Option<Vec<i64>> {
+        let s = &self.shared;
+        if s.local().others_max_ms.is_some_and(|t| t > since_ms) {
+            return None;
+        }
+        let now = Instant::now();
+        let times = s.limiter.schedule(usize::try_from(want).unwrap_or(1));
+        Some(
+            times
+                .into_iter()
+                .map(|t| db_now_ms.saturating_add(ms_ceil(t.saturating_duration_since(now))))
+                .collect(),
+        )
+    }
+
     /// A grant read the row's `log` at `db_now_ms`: the sends in it this holder was not
     /// granted are another holder's, and the latest of them is when the client's limiter last
     /// shared a window (see [`SharedBudget::last_other_send`]).
     fn saw_log(&self, log: &[i64], db_now_ms: i64) {
         let now = Instant::now();
         let mut local = self.shared.local();
-        let latest_other = log
-            .iter()
-            .copied()
-            .filter(|t| !local.own_set.contains(t))
-            .max();
+        let latest_other = latest_other(log, &local.own);
         if let Some(at_ms) = latest_other {
+            local.others_max_ms = Some(local.others_max_ms.map_or(at_ms, |m| m.max(at_ms)));
             let at = at_instant(now, db_now_ms, at_ms);
             if local.others_until.is_none_or(|until| at > until) {
                 local.others_until = Some(at);
@@ -566,15 +604,10 @@ impl DbBudget {
         // The log holds at most `N` sends; twice that many of ours covers it.
         let keep = 2 * usize::try_from(self.shared.limit.requests).unwrap_or(usize::MAX);
         let mut local = self.shared.local();
-        for &at in slots {
-            if local.own_set.insert(at) {
-                local.own.push_back(at);
-            }
-        }
+        // Duplicates too: one grant may hold several slots at one millisecond.
+        local.own.extend(slots);
         while local.own.len() > keep.max(1) {
-            if let Some(old) = local.own.pop_front() {
-                local.own_set.remove(&old);
-            }
+            local.own.pop_front();
         }
     }
 
@@ -687,7 +720,7 @@ impl Shared {
 impl SharedBudget for DbBudget {
     fn take(&self) -> TakeFuture<'_> {
         Box::pin(async move {
-            self.take_slot()
+            self.take(true)
                 .await
                 .map(|_| ())
                 .map_err(|e| client_error(&e))
@@ -727,6 +760,23 @@ fn client_error(e: &StoreError) -> adsync_client::Error {
         detail: e.to_string(),
         transient: e.is_transient(),
     }
+}
+
+/// The latest entry of `log` (ascending) that is not one of `own`, counted with multiplicity:
+/// two holders may be granted the same millisecond.
+fn latest_other(log: &[i64], own: &VecDeque<i64>) -> Option<i64> {
+    let mut i = log.len();
+    while i > 0 {
+        let t = log[i - 1];
+        let start = log[..i].partition_point(|&x| x < t);
+        let in_log = i - start;
+        let ours = own.iter().filter(|&&o| o == t).count();
+        if in_log > ours {
+            return Some(t);
+        }
+        i = start;
+    }
+    None
 }
 
 /// Counts a caller of [`DbBudget::take_slot`] while it waits for a slot (not while it
@@ -784,4 +834,19 @@ fn stored_limit(limit: RateLimit) -> (u32, i64) {
 /// Whole milliseconds, rounded up (a margin or window never shrinks by rounding).
 fn ms_ceil(d: Duration) -> i64 {
     i64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_holders_send_is_found_even_at_one_of_our_milliseconds() {
+        let own: VecDeque<i64> = [100, 100, 200].into_iter().collect();
+        assert_eq!(latest_other(&[100, 100, 200], &own), None);
+        assert_eq!(latest_other(&[100, 100, 200, 200], &own), Some(200));
+        assert_eq!(latest_other(&[50, 100, 100, 200], &own), Some(50));
+        assert_eq!(latest_other(&[100, 100, 100], &own), Some(100));
+        assert_eq!(latest_other(&[], &own), None);
+    }
 }

@@ -63,6 +63,7 @@ fn the_planner_never_lets_n_plus_one_grants_into_one_window_plus_margin() {
                 hold_until_ms,
                 want,
                 horizon_ms,
+                paced: None,
             });
 
             let first = p.granted[0];

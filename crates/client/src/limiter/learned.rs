@@ -149,6 +149,7 @@ mod tests {
             cold: false,
             answered: answered.then_some(at),
             refused,
+            ok: None,
         }
     }
 

@@ -7,6 +7,11 @@
 //! delay itself. We cannot see `d`, but a response's latency (from the send to its headers) is
 //! `d` plus a processing time that is about constant per endpoint, so the spread of recent
 //! latencies of one endpoint measures the spread of `d`.
+//!
+//! The same model prices each answered slot on its own: a 2xx whose latency exceeds its
+//! endpoint's least latency by `x` reached the server at most about `x` later than the
+//! earliest arrivals do, so its slot needs `x` (and [`SLACK`]), not the widest spread seen
+//! (see [`Margin::slot_margin`]).
 
 use std::{collections::VecDeque, time::Duration};
 
@@ -26,6 +31,9 @@ const SLACK: Duration = Duration::from_millis(3);
 const FLOOR: Duration = Duration::from_millis(10);
 /// Headroom over the spread seen in the samples.
 const HEADROOM: f64 = 1.25;
+/// Endpoints whose least latency a slot can refer to (the rate-limited ones: a listing and
+/// a sync call; a few spare). A slot of any later endpoint keeps the margin in force.
+pub(super) const ENDPOINTS: usize = 4;
 
 /// The margin in force and what it is made of.
 #[derive(Debug)]
@@ -51,6 +59,8 @@ struct Latencies {
     /// [`Margin::record`]: the margin is read several times per request, a sample is added
     /// once, and folding the samples on every read was 2.6% of a busy service's CPU.
     spread: Duration,
+    /// The least of `samples`, kept with `spread`.
+    least: Duration,
 }
 
 impl Margin {
@@ -125,8 +135,38 @@ impl Margin {
         Some((spread + SLACK).max(FLOOR).min(self.cap()))
     }
 
-    /// Records the latency of a 2xx answer of `endpoint`.
-    pub(super) fn record(&mut self, endpoint: &'static str, latency: Duration) {
+    /// The least latency of each endpoint (by the index [`Margin::record`] returns) whose
+    /// samples are [`TRUSTED`]; `None` for the others.
+    pub(super) fn trusted_least(&self) -> [Option<Duration>; ENDPOINTS] {
+        let mut least = [None; ENDPOINTS];
+        for (slot, l) in least.iter_mut().zip(&self.latencies) {
+            *slot = (l.samples.len() >= TRUSTED).then_some(l.least);
+        }
+        least
+    }
+
+    /// The least margin one answered slot keeps ([`FLOOR`], or what unexpected 429s widened
+    /// the margin to).
+    pub(super) fn slot_floor(&self) -> Duration {
+        FLOOR.max(self.widened)
+    }
+
+    /// Whether slots may keep margins of their own (see [`Margin::slot_margin`]): not with
+    /// a fixed margin, which the caller chose to be the only one.
+    pub(super) fn per_slot(&self) -> bool {
+        self.fixed.is_none()
+    }
+
+    /// The margin of a slot whose 2xx answer took `latency`, on an endpoint whose least
+    /// latency is `least`: how much later than the earliest arrivals it may have reached the
+    /// server, plus [`SLACK`], at least `floor` ([`Margin::slot_floor`]).
+    pub(super) fn slot_margin(latency: Duration, least: Duration, floor: Duration) -> Duration {
+        (latency.saturating_sub(least) + SLACK).max(floor)
+    }
+
+    /// Records the latency of a 2xx answer of `endpoint`, and returns the endpoint's index
+    /// for [`Margin::trusted_least`].
+    pub(super) fn record(&mut self, endpoint: &'static str, latency: Duration) -> usize {
         let i = match self.latencies.iter().position(|l| l.endpoint == endpoint) {
             Some(i) => i,
             None => {
@@ -134,6 +174,7 @@ impl Margin {
                     endpoint,
                     samples: VecDeque::with_capacity(SAMPLES),
                     spread: Duration::ZERO,
+                    least: Duration::MAX,
                 });
                 self.latencies.len() - 1
             }
@@ -144,6 +185,8 @@ impl Margin {
         }
         l.samples.push_back(latency);
         l.spread = spread(&l.samples);
+        l.least = l.samples.iter().copied().min().unwrap_or_default();
+        i
     }
 
     /// An unexpected 429 at `now`: doubles the margin, up to a fifth of the window (never

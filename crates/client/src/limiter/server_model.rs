@@ -76,11 +76,12 @@ impl World {
             tokio::time::sleep(delay).await;
             let ok = self.server.lock().unwrap().arrive(Instant::now());
             tokio::time::sleep(processing).await;
-            self.limiter.answered(sent.at, !ok);
             if ok {
-                self.limiter.record_latency(endpoint, sent.at.elapsed());
+                self.limiter
+                    .answered_ok(sent.at, endpoint, sent.at.elapsed());
                 return;
             }
+            self.limiter.answered(sent.at, true);
             let window = self.limiter.limit().window;
             self.limiter.hold(window, sent.at);
         }
@@ -160,7 +161,8 @@ async fn assert_full_syncs(window: Duration, within: f64) {
 async fn two_second_windows_with_40_ms_of_arrival_jitter_draw_no_429_near_the_floor() {
     // Sync calls as long as the window: the first window's answers come back a window
     // later, so its slots keep the longer bound of an answered cold slot (twice the cold
-    // margin), about 0.4% of the floor more than the cold margin alone (1.0285 before).
+    // margin). Worst of the 20 seeds: 1.0330 with one margin for every warm slot, 1.0206
+    // with each 2xx slot keeping its own.
     assert_full_syncs(Duration::from_secs(2), 0.035).await;
 }
 

@@ -347,3 +347,76 @@ async fn a_warm_slot_is_freed_by_its_answer_when_that_comes_before_the_margin() 
     l.acquire().await;
     assert_eq!(t0.elapsed(), 1020 * MS + ANSWER_SLACK + 1100 * MS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_slot_answered_ok_keeps_its_latency_over_the_endpoints_least() {
+    let l = SlidingWindowLimiter::new(RateLimit::new(1, 1000 * MS).unwrap());
+    // Latencies from 30 to 100 ms: a margin of 70 * 1.25 * 9/7 + 3 = 115.5 ms in force.
+    for i in 0..8 {
+        l.record_latency("sync", 30 * MS + i * 10 * MS);
+    }
+    assert!(
+        l.margin() > 115 * MS && l.margin() < 116 * MS,
+        "{:?}",
+        l.margin()
+    );
+    let t0 = Instant::now();
+    let first = l.reserve().await.send().await;
+    tokio::time::advance(45 * MS).await;
+    l.answered_ok(first.at, "sync", 45 * MS);
+    // 15 ms over the least latency: reused after 18 ms, not after the 115.5 ms in force.
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1018 * MS);
+    // One that came back slow keeps more, but never more than the margin in force.
+    let second = Instant::now();
+    tokio::time::advance(100 * MS).await;
+    l.answered_ok(second, "sync", 100 * MS);
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1018 * MS + 1073 * MS);
+    let third = Instant::now();
+    tokio::time::advance(400 * MS).await;
+    l.answered_ok(third, "sync", 400 * MS);
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 2091 * MS + 1000 * MS + l.margin());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_margin_keeps_no_margin_per_slot() {
+    let l = SlidingWindowLimiter::with_margin(RateLimit::new(1, 1000 * MS).unwrap(), 100 * MS);
+    for _ in 0..8 {
+        l.record_latency("sync", 20 * MS);
+    }
+    let t0 = Instant::now();
+    let first = l.reserve().await.send().await;
+    tokio::time::advance(50 * MS).await;
+    l.answered_ok(first.at, "sync", 50 * MS);
+    l.acquire().await;
+    assert_eq!(
+        t0.elapsed(),
+        1050 * MS + ANSWER_SLACK,
+        "the answer's bound, not 33 ms of its own"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_listing_answered_late_is_busy_until_its_answer_plus_the_window() {
+    // Ten per 1 s. The listing goes cold and comes back after 300 ms; nothing tells how much
+    // of that was the server's processing and how much the way there (one listing per run is
+    // never enough latencies to trust), so its slot keeps the answer's bound whole, past the
+    // 100 ms an answered cold slot keeps at most, and it is not forgotten while busy.
+    let l = SlidingWindowLimiter::new(RateLimit::new(10, 1000 * MS).unwrap());
+    let t0 = Instant::now();
+    let listing = l.reserve().await.send().await;
+    tokio::time::advance(300 * MS).await;
+    l.answered_ok(listing.at, "list", 300 * MS);
+    let mut syncs = Vec::new();
+    for _ in 0..9 {
+        syncs.push(l.reserve().await.send().await);
+    }
+    tokio::time::advance(33 * MS).await;
+    for s in &syncs {
+        l.answered_ok(s.at, "sync", 33 * MS);
+    }
+    l.acquire().await;
+    assert_eq!(t0.elapsed(), 1300 * MS + ANSWER_SLACK);
+}

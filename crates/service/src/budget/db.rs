@@ -427,17 +427,28 @@ impl Stored {
             );
             vec![db_now_ms; requests as usize]
         });
+        let now_ms = db_now_ms.saturating_add(ask.lead_ms);
+        let window_ms = self.window_ms.max(ask.window_ms);
+        let want = ask.want.min(requests);
+        // Paced by its own limiter only if that paces at the row's limit, not a looser one.
+        budget.saw_log(&log, db_now_ms);
+        let paced = (ask.paced && requests == ask.requests && window_ms == ask.window_ms)
+            .then(|| {
+                let since_ms = now_ms.saturating_sub(window_ms.saturating_add(ask.margin_ms));
+                budget.paced(since_ms, want, db_now_ms)
+            })
+            .flatten();
         let plan = planner::plan(&planner::PlanRequest {
             log: &log,
-            now_ms: db_now_ms.saturating_add(ask.lead_ms),
+            now_ms,
             requests,
-            window_ms: self.window_ms.max(ask.window_ms),
+            window_ms,
             margin_ms: ask.margin_ms,
             hold_until_ms: self.hold_until_ms,
-            want: ask.want.min(requests),
+            want,
             horizon_ms: ask.horizon_ms,
+            paced: paced.as_deref(),
         });
-        budget.saw_log(&log, db_now_ms);
         let granted = plan.granted.len() as i64;
         (plan, granted)
     }

@@ -6,6 +6,14 @@
 //! `(t - W - M, t]`: with the log sorted, that is `t >= log[len - N] + W + M`. So any `N + 1`
 //! consecutive entries span at least `W + M`, whoever granted them, and the log never needs
 //! more than its last `N` entries.
+//!
+//! A holder that is the budget's only recent spender (no entry of another holder lies within
+//! `W + M` of now) paces itself: its own limiter holds the exact log of its sends and keeps
+//! each slot only as long as its answer showed it needs, while the rule above spaces every
+//! slot by the widest margin plus the late tolerance (about 50 ms a window at a 1 s window).
+//! Such a grant follows the times the holder's limiter gives ([`PlanRequest::paced`]). The
+//! property still holds across holders: another one reading the log appends after its last
+//! entry and keeps the rule against it, and once its send is in the log neither is alone.
 
 /// What one grant is asked for, all times in ms on the budget's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +36,10 @@ pub struct PlanRequest<'a> {
     /// Slots after the first are granted only up to this long after it, so one holder cannot
     /// reserve far ahead and starve the others.
     pub horizon_ms: i64,
+    /// `Some` when the holder is the budget's only recent spender: the times its own limiter
+    /// lets its next requests go (ascending, budget clock). The grant follows them (never
+    /// before `now_ms`, the hold or the log's last entry) instead of the `N`-th-last rule.
+    pub paced: Option<&'a [i64]>,
 }
 
 /// The answer: the granted times, ascending (at least one), and the log to store.
@@ -48,13 +60,21 @@ pub fn plan(req: &PlanRequest<'_>) -> Plan {
     let floor = req.now_ms.max(req.hold_until_ms);
     let mut log = ascending(req.log);
     let mut granted: Vec<i64> = Vec::with_capacity(want);
+    let mut paced = req.paced.unwrap_or_default().iter();
     while granted.len() < want {
         let mut t = floor;
         if let Some(&last) = log.last() {
             t = t.max(last);
         }
-        if log.len() >= n {
-            t = t.max(log[log.len() - n].saturating_add(span));
+        match (req.paced, paced.next()) {
+            (Some(_), Some(&own)) => t = t.max(own),
+            // The holder's limiter gave no more times.
+            (Some(_), None) if !granted.is_empty() => break,
+            _ => {
+                if log.len() >= n {
+                    t = t.max(log[log.len() - n].saturating_add(span));
+                }
+            }
         }
         if let Some(&first) = granted.first()
             && t > first.saturating_add(req.horizon_ms.max(0))
@@ -104,6 +124,7 @@ mod tests {
             hold_until_ms: 0,
             want,
             horizon_ms: 1000,
+            paced: None,
         }
     }
 
@@ -159,6 +180,32 @@ mod tests {
         let plan = plan(&request(&[4200, 4000, 4100], 0, 1));
 
         assert_eq!(plan.granted, vec![5210]);
+    }
+
+    #[test]
+    fn a_sole_spender_is_granted_the_times_its_limiter_gives() {
+        let mut req = request(&[4000, 4100, 4200], 4500, 3);
+        let own = [4500, 5020, 5110];
+        req.paced = Some(&own);
+
+        let plan = plan(&req);
+
+        // Not 5010 and on: its limiter keeps each slot as long as it needs.
+        assert_eq!(plan.granted, vec![4500, 5020, 5110]);
+        assert_eq!(plan.log, own.to_vec());
+    }
+
+    #[test]
+    fn paced_times_never_go_before_now_the_hold_or_the_last_entry() {
+        let mut req = request(&[4000, 4100, 6000], 4500, 3);
+        let own = [4200, 4300, 6500];
+        req.paced = Some(&own);
+        req.hold_until_ms = 4400;
+
+        assert_eq!(plan(&req).granted, vec![6000, 6000, 6500]);
+        let none: [i64; 0] = [];
+        req.paced = Some(&none);
+        assert_eq!(plan(&req).granted, vec![6000], "at least one slot");
     }
 
     #[test]
