@@ -561,8 +561,8 @@ impl DbBudget {
         db::pg_grant(pool, &self.shared.key, ask, self).await
     }
 
-    /// When this holder is the budget's only recent spender (every send of `log` after
-    /// `since_ms` is its own; see [`planner`]), the times its limiter gives its next `want`
+    /// When this holder is the budget's only recent spender (no send of another holder it
+    /// ever read in the log is after `since_ms`; see [`planner`]), the times its limiter gives its next `want`
     /// requests, on the budget's clock as read at `db_now_ms` (a moment ago: the times come
     /// out that much early, and the request waits for its limiter anyway).
     ///

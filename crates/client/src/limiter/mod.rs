@@ -214,12 +214,7 @@ impl SlidingWindowLimiter {
     pub fn answered(&self, sent_at: Instant, refused: bool) {
         let now = Instant::now();
         let mut s = self.state();
-        if let Some(stamp) = s
-            .sent
-            .iter_mut()
-            .rev()
-            .find(|t| t.at == sent_at && t.answered.is_none())
-        {
+        if let Some(stamp) = s.unanswered(sent_at) {
             stamp.answered = Some(now);
             stamp.refused = refused;
         }
@@ -236,18 +231,13 @@ impl SlidingWindowLimiter {
             let before = s.margin.current();
             let index = s.margin.record(endpoint, latency);
             let spans = s.spans(self.limit);
-            let freed = s
-                .sent
-                .iter_mut()
-                .rev()
-                .find(|t| t.at == sent_at && t.answered.is_none())
-                .map(|stamp| {
-                    let was = spans.frees(stamp);
-                    stamp.answered = Some(now);
-                    stamp.refused = false;
-                    stamp.ok = Some((index, latency));
-                    spans.frees(stamp) < was
-                });
+            let freed = s.unanswered(sent_at).map(|stamp| {
+                let was = spans.frees(stamp);
+                stamp.answered = Some(now);
+                stamp.refused = false;
+                stamp.ok = Some((index, latency));
+                spans.frees(stamp) < was
+            });
             s.margin.current() < before || freed == Some(true)
         };
         if earlier {
@@ -425,6 +415,14 @@ impl Permit<'_> {
 }
 
 impl State {
+    /// The slot of the request sent at `sent_at`, if not answered yet.
+    fn unanswered(&mut self, sent_at: Instant) -> Option<&mut Stamp> {
+        self.sent
+            .iter_mut()
+            .rev()
+            .find(|t| t.at == sent_at && t.answered.is_none())
+    }
+
     /// How long until a request may go at `now`; `None`: it may go now. Forgets sends that
     /// can no longer count.
     fn wait(&mut self, now: Instant, limit: RateLimit) -> Option<Duration> {

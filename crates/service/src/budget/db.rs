@@ -430,8 +430,8 @@ impl Stored {
         let now_ms = db_now_ms.saturating_add(ask.lead_ms);
         let window_ms = self.window_ms.max(ask.window_ms);
         let want = ask.want.min(requests);
-        // Paced by its own limiter only if that paces at the row's limit, not a looser one.
         budget.saw_log(&log, db_now_ms);
+        // Paced by its own limiter only if that paces at the row's limit, not a looser one.
         let paced = (ask.paced && requests == ask.requests && window_ms == ask.window_ms)
             .then(|| {
                 let since_ms = now_ms.saturating_sub(window_ms.saturating_add(ask.margin_ms));
